@@ -1,0 +1,170 @@
+"""The ``medimg`` command: long jobs from a terminal, with progress bars.
+
+Verbs
+-----
+medimg demo        execute every notebook under a profile, write reports/ and a table
+medimg notebook    execute one notebook
+medimg synth       write synthetic data for a data set (as the notebooks would)
+medimg config      print a data set's resolved configuration
+
+Data-set verbs (``medimg prepare brats``, ``medimg train rsna``, ``medimg predict brats``)
+are defined in :mod:`medimg.commands`, which registers them in :data:`VERBS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .errors import MedimgError
+
+#: data-set verbs: (verb, data set) -> (help, function adding arguments, handler)
+VERBS: dict[tuple[str, str], tuple[str, Callable[[argparse.ArgumentParser], None],
+                                   Callable[[argparse.Namespace], int]]] = {}
+
+
+def register(verb: str, dataset: str, help_text: str,
+             add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Decorator registering ``medimg <verb> <dataset>`` (used by :mod:`medimg.commands`)."""
+
+    def decorate(handler: Callable[[argparse.Namespace], int]):
+        VERBS[(verb, dataset)] = (help_text, add_arguments, handler)
+        return handler
+
+    return decorate
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .config import find_repo_root
+    from .runner import find_notebooks, format_table, run_notebooks
+
+    root = find_repo_root()
+    notebooks = [Path(p) for p in args.notebooks] or find_notebooks(root / "notebooks")
+    if not notebooks:
+        print("medimg: no notebooks found", file=sys.stderr)
+        return 1
+    runs = run_notebooks(notebooks, profile=args.profile, reports_dir=args.reports,
+                         html=not args.no_html, timeout=args.timeout)
+    print()
+    print(format_table(runs))
+    print(f"\nresults: {Path(args.reports) / 'results.json'}")
+    return 0 if all(r.status == "ok" for r in runs) else 1
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    from .runner import format_table, run_notebook
+
+    run = run_notebook(args.path, profile=args.profile, output_dir=args.reports,
+                       html=not args.no_html, timeout=args.timeout)
+    print(format_table([run]))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .synthetic import ensure_data
+
+    cfg = load_config(args.name, args.profile)
+    print(ensure_data(cfg, force=args.force))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    cfg = load_config(args.name, args.profile)
+    print(json.dumps({"name": cfg.name, "profile": cfg.profile, "file": str(cfg.path),
+                      "data_root": str(cfg.data_root) if cfg.data_root else None,
+                      "synthetic_root": str(cfg.synthetic_root), **cfg.to_dict()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``medimg`` command."""
+    parser = argparse.ArgumentParser(
+        prog="medimg",
+        description="Medical image analysis helpers: run the chapter notebooks, prepare "
+                    "data sets, train and predict from a terminal.",
+    )
+    parser.add_argument("--version", action="version", version=f"medimg {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def profile_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
+        p.add_argument("--profile", choices=("smoke", "demo", "full"), default=default,
+                       help="config profile (default: $MEDIMG_PROFILE or demo)")
+
+    p = sub.add_parser("demo", help="execute every notebook, write reports/ and a results table")
+    profile_arg(p, "demo")
+    p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
+    p.add_argument("--reports", default="reports", help="output folder (default: reports)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("notebook", help="execute one notebook under a profile")
+    p.add_argument("path")
+    profile_arg(p, "smoke")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--no-html", action="store_true")
+    p.add_argument("--timeout", type=int, default=None)
+    p.set_defaults(handler=_cmd_notebook)
+
+    p = sub.add_parser("synth", help="write synthetic data for a data set")
+    p.add_argument("name", choices=("rsna", "brats", "verse"))
+    profile_arg(p)
+    p.add_argument("--force", action="store_true", help="regenerate even if present")
+    p.set_defaults(handler=_cmd_synth)
+
+    p = sub.add_parser("config", help="print a data set's resolved configuration")
+    p.add_argument("name")
+    profile_arg(p)
+    p.set_defaults(handler=_cmd_config)
+
+    _load_verbs()
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for (verb, dataset), (help_text, add_arguments, handler) in sorted(VERBS.items()):
+        if verb not in groups:
+            verb_parser = sub.add_parser(verb, help=f"{verb} a data set (see medimg {verb} -h)")
+            groups[verb] = verb_parser.add_subparsers(dest="dataset", metavar="DATASET",
+                                                      required=True)
+        p = groups[verb].add_parser(dataset, help=help_text)
+        add_arguments(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def _load_verbs() -> None:
+    """Import the modules that register data-set verbs (cheap: no TensorFlow)."""
+    import importlib
+
+    for module in ("medimg.commands",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medimg`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.handler(args) or 0)
+    except MedimgError as exc:
+        print(f"medimg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medimg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

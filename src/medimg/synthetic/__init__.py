@@ -1,0 +1,86 @@
+"""Synthetic look-alike data sets written in the real on-disk layouts.
+
+``make_rsna`` (chest X-ray DICOMs), ``make_brats`` (BraTS 2020 MRI NIfTI) and
+``make_verse`` (VerSe CT NIfTI) write data that the real-data code paths read
+unchanged, so every notebook runs on a fresh machine. :func:`ensure_data` is what
+notebooks call: the real data set when it is there, else synthetic data (generated
+once per profile, reused afterwards).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._fsutil import atomic_write_text
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["GENERATORS", "ensure_data"]
+
+#: data set name -> (module, function) of its generator; the function is called as
+#: ``fn(root, **cfg.synthetic, seed=cfg.seed)``.
+GENERATORS: dict[str, tuple[str, str]] = {
+    "rsna": ("medimg.synthetic.rsna", "make_rsna"),
+    "brats": ("medimg.synthetic.brats", "make_brats"),
+    "verse": ("medimg.synthetic.verse", "make_verse"),
+}
+_MARKER = ".medimg-synthetic.json"
+
+
+def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Path:
+    """Root of the data set for ``cfg``: the real one if present, else synthetic.
+
+    The real root comes from ``MEDIMG_<NAME>_ROOT`` or the config's ``data.root``.
+    When it is absent, synthetic data is generated under ``cfg.synthetic_root`` with
+    the config's ``synthetic`` settings and ``seed``. A marker file written last
+    records those settings: a complete folder with the same settings is reused, an
+    interrupted or differently-configured one is regenerated.
+
+    Parameters
+    ----------
+    cfg : Config
+        From :func:`medimg.config.load_config`; needs ``seed`` and a ``synthetic``
+        section holding the generator's keyword arguments.
+    force : bool
+        Regenerate even if a complete synthetic folder exists.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    real = cfg.data_root
+    if real is not None:
+        if verbose:
+            print(f"[medimg] {cfg.name}: using the real data set at {real}")
+        return real
+    if cfg.name not in GENERATORS:
+        raise ConfigError(f"no synthetic generator for data set {cfg.name!r}", cfg.path)
+    if "synthetic" not in cfg:
+        raise ConfigError("missing key 'defaults.synthetic' (generator settings)", cfg.path)
+    params: dict[str, Any] = {**cfg.synthetic.to_dict(), "seed": cfg.seed}
+    root = cfg.synthetic_root
+    marker = root / _MARKER
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == params:
+                if verbose:
+                    print(f"[medimg] {cfg.name}: reusing synthetic data at {root}")
+                return root
+        except json.JSONDecodeError:
+            pass
+    if root.exists():
+        shutil.rmtree(root)
+    module_name, function_name = GENERATORS[cfg.name]
+    generator = getattr(importlib.import_module(module_name), function_name)
+    if verbose:
+        print(f"[medimg] {cfg.name}: no real data set ({cfg.env_var} unset); "
+              f"writing synthetic data to {root}")
+    generator(root, **params)
+    atomic_write_text(marker, json.dumps(params, sort_keys=True))
+    return root
