@@ -294,7 +294,10 @@ def load_config(name: str | os.PathLike, profile: str | None = None, *,
         source = "argument" if profile else "MEDIMG_PROFILE"
         raise ConfigError(f"unknown profile {chosen!r} (from {source}); "
                           f"expected one of {', '.join(PROFILES)}", path)
-    values = _merge(path, defaults, profiles.get(chosen) or {}, "")
+    # Every profile is validated, not just the chosen one: a typo in `full` should
+    # surface on the first smoke run, not after hours on a cluster.
+    merged = {p: _merge(path, defaults, profiles.get(p) or {}, "") for p in PROFILES}
+    values = merged[chosen]
     if overrides:
         values = _merge(path, values, overrides, "")
     return Config(name=raw["name"], profile=chosen, path=path, repo_root=repo_root,

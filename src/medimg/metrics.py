@@ -2,3 +2,346 @@
 and classification evaluation (AUC with a bootstrap interval, ROC)."""
 
 from __future__ import annotations
+
+import numpy as np
+
+from ._backend import is_tensor, tensorflow
+from .errors import InvalidImageError
+
+__all__ = [
+    "BRATS_REGIONS",
+    "brats_regions",
+    "custom_objects",
+    "dice",
+    "dice_metric",
+    "hausdorff95",
+    "region_dice",
+    "soft_dice_loss",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Segmentation metrics (issue 6): Dice, soft-Dice loss, Keras Dice metric, BraTS regions,
+# Hausdorff 95. NumPy arrays and tf.Tensors; Keras parts use keras.ops, so they run on
+# any Keras backend (TensorFlow here, JAX on a GPU).
+# ---------------------------------------------------------------------------------------
+
+
+#: BraTS evaluation regions and the labels they are made of (label 3 is the cache's code
+#: for label 4, see :func:`brats_regions`).
+BRATS_REGIONS: dict[str, tuple[int, ...]] = {
+    "WT": (1, 2, 4),  # whole tumour
+    "TC": (1, 4),  # tumour core
+    "ET": (4,),  # enhancing tumour
+}
+
+
+def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
+    """Dice coefficient ``(2 |T∩P| + s) / (|T| + |P| + s)`` of masks or probabilities.
+
+    Hard Dice on binary masks, "soft" Dice on probabilities (the products and sums are
+    the same formula). Two empty masks give 1.0 (the BraTS convention): nothing to find
+    and nothing found is a perfect score, which the ``smooth`` term makes happen.
+
+    Parameters
+    ----------
+    y_true, y_pred : numpy.ndarray or tf.Tensor
+        Same shape; binary masks (bool or 0/1) or probabilities in ``[0, 1]``. For one
+        Dice per class, give one-hot / per-region arrays with classes on the last axis.
+    axis : int or tuple of int, optional
+        Axes summed over. ``None`` sums over all axes (one number). For one Dice per
+        class of ``(N, x, y, z, C)`` arrays use ``axis=(0, 1, 2, 3)``; for one per
+        sample and class use ``axis=(1, 2, 3)``.
+    smooth : float
+        Added to numerator and denominator; keeps empty/empty at 1.0.
+
+    Returns
+    -------
+    float or numpy.ndarray or tf.Tensor
+        The Dice over the remaining axes (float64 NumPy / float32 TF).
+
+    Raises
+    ------
+    InvalidImageError
+        The shapes differ.
+
+    Examples
+    --------
+    >>> t = np.zeros((4, 4, 2), bool); t[:2, :, 0] = True
+    >>> dice(t, t, axis=(0, 1)).round(3)
+    array([1., 1.])
+    """
+    if is_tensor(y_true) or is_tensor(y_pred):
+        tf = tensorflow()
+        t = tf.cast(y_true, tf.float32)
+        p = tf.cast(y_pred, tf.float32)
+        if t.shape.is_fully_defined() and p.shape.is_fully_defined() and t.shape != p.shape:
+            raise InvalidImageError(
+                f"dice: y_true has shape {tuple(t.shape)} but y_pred {tuple(p.shape)}")
+        intersection = tf.reduce_sum(t * p, axis=axis)
+        total = tf.reduce_sum(t, axis=axis) + tf.reduce_sum(p, axis=axis)
+        return (2.0 * intersection + smooth) / (total + smooth)
+    t = np.asarray(y_true)
+    p = np.asarray(y_pred)
+    if t.shape != p.shape:
+        raise InvalidImageError(f"dice: y_true has shape {t.shape} but y_pred {p.shape}")
+    if t.dtype == bool and p.dtype == bool:
+        # counting is faster and exact for masks
+        intersection = np.count_nonzero(t & p, axis=axis)
+        total = np.count_nonzero(t, axis=axis) + np.count_nonzero(p, axis=axis)
+    else:
+        t = t.astype(np.float64, copy=False)
+        p = p.astype(np.float64, copy=False)
+        intersection = np.sum(t * p, axis=axis)
+        total = np.sum(t, axis=axis) + np.sum(p, axis=axis)
+    return (2.0 * intersection + smooth) / (total + smooth)
+
+
+def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
+    """Soft-Dice loss for Keras: ``1 - mean_c (2 Σ p t + s) / (Σ p² + Σ t² + s)``.
+
+    The sums run over the batch and every spatial axis (one Dice per class for the
+    whole batch, which stays well defined when a class is absent from one patch), and
+    the mean over the classes on the last axis. Squared terms in the denominator (as in
+    the V-Net paper and the chapter) give smoother gradients than plain sums.
+
+    Use as ``model.compile(loss=soft_dice_loss)`` with sigmoid or softmax outputs and
+    one-hot or region targets of the same shape ``(N, ..., C)``. Written with
+    ``keras.ops``, so it runs on any Keras backend and under mixed precision (it
+    computes in float32).
+
+    Parameters
+    ----------
+    y_true : tensor, shape (N, ..., C)
+        Targets in ``{0, 1}``.
+    y_pred : tensor, shape (N, ..., C)
+        Probabilities.
+    smooth : float
+        Smoothing term (1.0: a class absent from the batch and not predicted costs 0).
+
+    Returns
+    -------
+    scalar tensor
+        The loss, in ``[0, 1]``.
+    """
+    from keras import ops
+
+    t = ops.cast(y_true, "float32")
+    p = ops.cast(y_pred, "float32")
+    axes = tuple(range(len(p.shape) - 1))
+    numerator = 2.0 * ops.sum(t * p, axis=axes) + smooth
+    denominator = ops.sum(p * p, axis=axes) + ops.sum(t * t, axis=axes) + smooth
+    return 1.0 - ops.mean(numerator / denominator)
+
+
+def _keras_dice_metric_class():
+    """Build (once) the Keras Dice metric class; Keras is imported only when needed."""
+    global _DiceMetric
+    if _DiceMetric is not None:
+        return _DiceMetric
+    import keras
+    from keras import ops
+
+    @keras.saving.register_keras_serializable(package="medimg")
+    class DiceMetric(keras.metrics.Metric):
+        """Hard Dice accumulated over an epoch (sums of intersections and sizes per
+        class, so it is the Dice of the whole epoch, not a mean of batch Dice)."""
+
+        def __init__(self, threshold=0.5, class_index=None, smooth=1e-5, name="dice",
+                     **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.threshold = float(threshold)
+            self.class_index = class_index
+            self.smooth = float(smooth)
+            self.intersection = self.add_variable(shape=(), initializer="zeros",
+                                                  name="intersection")
+            self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            t = ops.cast(y_true, "float32")
+            p = ops.cast(ops.cast(y_pred, "float32") > self.threshold, "float32")
+            if self.class_index is not None:
+                t = t[..., self.class_index]
+                p = p[..., self.class_index]
+            self.intersection.assign_add(ops.sum(t * p))
+            self.total.assign_add(ops.sum(t) + ops.sum(p))
+
+        def result(self):
+            return (2.0 * self.intersection + self.smooth) / (self.total + self.smooth)
+
+        def reset_state(self):
+            self.intersection.assign(0.0)
+            self.total.assign(0.0)
+
+        def get_config(self):
+            return {**super().get_config(), "threshold": self.threshold,
+                    "class_index": self.class_index, "smooth": self.smooth}
+
+    _DiceMetric = DiceMetric
+    return DiceMetric
+
+
+_DiceMetric = None
+
+
+def dice_metric(name: str = "dice", *, class_index: int | None = None, threshold: float = 0.5,
+                smooth: float = 1e-5):
+    """A Keras metric: hard Dice of thresholded predictions, accumulated over an epoch.
+
+    Parameters
+    ----------
+    name : str
+        Shown in the training logs (``val_<name>``).
+    class_index : int, optional
+        Only this channel of the last axis (e.g. 0 for the whole tumour when the targets
+        are BraTS regions); all channels pooled when None.
+    threshold : float
+        Probability above which a voxel counts as predicted.
+    smooth : float
+        As in :func:`dice`.
+
+    Returns
+    -------
+    keras.metrics.Metric
+
+    Examples
+    --------
+    >>> model.compile(loss=soft_dice_loss,                               # doctest: +SKIP
+    ...               metrics=[dice_metric("dice_wt", class_index=0)])
+    """
+    return _keras_dice_metric_class()(threshold=threshold, class_index=class_index,
+                                      smooth=smooth, name=name)
+
+
+def custom_objects() -> dict:
+    """Objects to pass to ``keras.models.load_model(..., custom_objects=...)`` for models
+    compiled with this module's loss and metric."""
+    return {"soft_dice_loss": soft_dice_loss, "DiceMetric": _keras_dice_metric_class()}
+
+
+def brats_regions(label):
+    """The three BraTS evaluation regions of a label map, stacked on a last axis.
+
+    WT (whole tumour) = labels {1, 2, 4}, TC (tumour core) = {1, 4}, ET (enhancing
+    tumour) = {4}. Label 3 (unused in BraTS; the preprocessing cache's code for 4, so
+    that classes are 0..3) counts as 4, so cached labels and original labels both work.
+
+    Parameters
+    ----------
+    label : numpy.ndarray or tf.Tensor, integer, any shape
+        Label map with values in {0, 1, 2, 4} (or {0, 1, 2, 3}).
+
+    Returns
+    -------
+    numpy.ndarray (bool) or tf.Tensor (float32), shape ``label.shape + (3,)``
+        Channels in the order WT, TC, ET.
+    """
+    if is_tensor(label):
+        tf = tensorflow()
+        lab = tf.cast(label, tf.int32)
+        et = tf.logical_or(tf.equal(lab, 4), tf.equal(lab, 3))
+        tc = tf.logical_or(et, tf.equal(lab, 1))
+        wt = tf.logical_or(tc, tf.equal(lab, 2))
+        return tf.cast(tf.stack([wt, tc, et], axis=-1), tf.float32)
+    lab = np.asarray(label)
+    if lab.dtype.kind not in "iub":
+        if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):
+            raise InvalidImageError("brats_regions: label map must hold integers "
+                                     f"(got {lab.dtype} with non-integer values)")
+    et = (lab == 4) | (lab == 3)
+    tc = et | (lab == 1)
+    wt = tc | (lab == 2)
+    return np.stack([wt, tc, et], axis=-1)
+
+
+def region_dice(pred, truth, *, smooth: float = 1e-5) -> dict[str, float]:
+    """Dice of the BraTS regions (WT, TC, ET) between two label maps.
+
+    Parameters
+    ----------
+    pred, truth : numpy.ndarray, integer, same shape
+        Predicted and true label maps (values {0, 1, 2, 4} or {0, 1, 2, 3}).
+    smooth : float
+        As in :func:`dice`; a region absent from both gives 1.0 (BraTS convention).
+
+    Returns
+    -------
+    dict
+        ``{"WT": float, "TC": float, "ET": float}``.
+
+    Raises
+    ------
+    InvalidImageError
+        The shapes differ.
+    """
+    p = np.asarray(pred)
+    t = np.asarray(truth)
+    if p.shape != t.shape:
+        raise InvalidImageError(f"region_dice: pred has shape {p.shape} but truth {t.shape}")
+    scores = dice(brats_regions(t), brats_regions(p), axis=tuple(range(p.ndim)), smooth=smooth)
+    return {name: float(score) for name, score in zip(BRATS_REGIONS, scores, strict=True)}
+
+
+def _surface(mask):
+    from scipy import ndimage
+
+    eroded = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1),
+                                    border_value=0)
+    return mask & ~eroded
+
+
+def hausdorff95(a, b, spacing=None) -> float:
+    """95th-percentile Hausdorff distance between the surfaces of two masks, in mm.
+
+    The larger of the two directed 95th percentiles of surface-to-surface distances
+    (the BraTS and MONAI definition), with distances from exact Euclidean distance
+    transforms on the voxel grid scaled by ``spacing``.
+
+    Edge cases, explicitly: both masks empty gives 0.0; exactly one empty gives
+    ``inf`` (no surface to measure to).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray, bool or 0/1, same shape (2-D or 3-D)
+        The masks.
+    spacing : sequence of float, optional
+        Voxel size in mm per axis (default 1 mm).
+
+    Returns
+    -------
+    float
+        Distance in mm.
+
+    Raises
+    ------
+    InvalidImageError
+        Shapes differ or ``spacing`` has the wrong length.
+    """
+    from scipy import ndimage
+
+    a = np.asarray(a).astype(bool, copy=False)
+    b = np.asarray(b).astype(bool, copy=False)
+    if a.shape != b.shape:
+        raise InvalidImageError(f"hausdorff95: masks have shapes {a.shape} and {b.shape}")
+    spacing = (1.0,) * a.ndim if spacing is None else tuple(float(s) for s in spacing)
+    if len(spacing) != a.ndim:
+        raise InvalidImageError(
+            f"hausdorff95: spacing has {len(spacing)} values for a {a.ndim}-D mask")
+    has_a, has_b = a.any(), b.any()
+    if not has_a and not has_b:
+        return 0.0
+    if not has_a or not has_b:
+        return float("inf")
+    # distances only matter near the two masks: work in their joint bounding box (+1 so
+    # that the border is background and surfaces are closed)
+    both = a | b
+    box = []
+    for axis in range(a.ndim):
+        other = tuple(i for i in range(a.ndim) if i != axis)
+        idx = np.flatnonzero(both.any(axis=other))
+        box.append(slice(max(idx[0] - 1, 0), idx[-1] + 2))
+    a, b = np.pad(a[tuple(box)], 1), np.pad(b[tuple(box)], 1)
+    surf_a, surf_b = _surface(a), _surface(b)
+    dist_to_b = ndimage.distance_transform_edt(~surf_b, sampling=spacing)
+    dist_to_a = ndimage.distance_transform_edt(~surf_a, sampling=spacing)
+    return float(max(np.percentile(dist_to_b[surf_a], 95), np.percentile(dist_to_a[surf_b], 95)))

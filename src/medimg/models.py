@@ -2,3 +2,130 @@
 (one builder for 2-D and 3-D, chosen by the input rank)."""
 
 from __future__ import annotations
+
+from .errors import ConfigError
+
+__all__ = ["unet"]
+
+
+# ---------------------------------------------------------------------------------------
+# U-Net (issue 6): one builder, 2-D or 3-D by input rank.
+# ---------------------------------------------------------------------------------------
+
+
+def unet(
+    input_shape,
+    n_classes: int,
+    *,
+    depth: int = 4,
+    base_filters: int = 32,
+    batch_norm: bool = True,
+    deconvolution: bool = False,
+    final_activation: str | None = "sigmoid",
+    name: str | None = None,
+):
+    """A U-Net (Ronneberger et al. 2015; Çiçek et al. 2016 in 3-D), channels-last.
+
+    The contracting path has ``depth`` levels of two 3x3(x3) convolutions (ReLU, batch
+    normalisation optional) with the filters doubling per level, joined by 2x2(x2) max
+    pooling; the expanding path up-samples (nearest-neighbour up-sampling, or a
+    transposed convolution with ``deconvolution=True``), concatenates the matching
+    contracting level and applies two convolutions; a 1x1(x1) convolution gives
+    ``n_classes`` outputs. 2-D or 3-D is chosen by the rank of ``input_shape``.
+
+    Parameters
+    ----------
+    input_shape : tuple of int or None
+        ``(H, W, C)`` for 2-D, ``(x, y, z, C)`` for 3-D. Spatial sizes may be None (a
+        fully convolutional model for sliding-window prediction); given sizes must be
+        divisible by ``2 ** (depth - 1)``.
+    n_classes : int
+        Output channels: classes (softmax) or regions/masks (sigmoid).
+    depth : int
+        Resolution levels (``depth - 1`` poolings), at least 1.
+    base_filters : int
+        Filters of the first level; level ``i`` has ``base_filters * 2**i``.
+    batch_norm : bool
+        Batch normalisation after every convolution.
+    deconvolution : bool
+        Transposed convolutions instead of up-sampling in the expanding path.
+    final_activation : {"sigmoid", "softmax", None}
+        Output activation (None: logits). The output is float32 even under a
+        mixed-precision policy, as losses need.
+    name : str, optional
+        Model name (default ``unet2d`` / ``unet3d``).
+
+    Returns
+    -------
+    keras.Model
+        Input ``(N, *input_shape)``, output ``(N, *spatial, n_classes)``.
+
+    Raises
+    ------
+    ConfigError
+        Wrong rank, sizes not divisible by ``2 ** (depth - 1)``, or bad settings.
+
+    Examples
+    --------
+    >>> model = unet((32, 32, 16, 4), 3, depth=3, base_filters=8)   # doctest: +SKIP
+    >>> model.output_shape                                           # doctest: +SKIP
+    (None, 32, 32, 16, 3)
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) not in (3, 4):
+        raise ConfigError(
+            f"unet: input_shape {input_shape} must be (H, W, C) for 2-D or (x, y, z, C) "
+            "for 3-D (channels last)")
+    if input_shape[-1] is None or int(input_shape[-1]) < 1:
+        raise ConfigError(f"unet: input_shape {input_shape} needs a known number of channels")
+    if int(depth) < 1 or int(base_filters) < 1 or int(n_classes) < 1:
+        raise ConfigError(
+            f"unet: depth ({depth}), base_filters ({base_filters}) and n_classes "
+            f"({n_classes}) must be positive integers")
+    if final_activation not in ("sigmoid", "softmax", None):
+        raise ConfigError(
+            f"unet: final_activation must be 'sigmoid', 'softmax' or None, got {final_activation!r}")
+    factor = 2 ** (depth - 1)
+    bad = [s for s in input_shape[:-1] if s is not None and int(s) % factor]
+    if bad:
+        raise ConfigError(
+            f"unet: spatial sizes {input_shape[:-1]} must be divisible by 2**(depth-1) = "
+            f"{factor} (depth {depth}); change the patch shape or the depth")
+
+    import keras
+    from keras import layers
+
+    three_d = len(input_shape) == 4
+    conv = layers.Conv3D if three_d else layers.Conv2D
+    pool = layers.MaxPooling3D if three_d else layers.MaxPooling2D
+    upsample = layers.UpSampling3D if three_d else layers.UpSampling2D
+    transpose = layers.Conv3DTranspose if three_d else layers.Conv2DTranspose
+
+    def block(x, filters, prefix):
+        for i in (1, 2):
+            x = conv(filters, 3, padding="same", use_bias=not batch_norm,
+                     kernel_initializer="he_normal", name=f"{prefix}_conv{i}")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"{prefix}_bn{i}")(x)
+            x = layers.Activation("relu", name=f"{prefix}_relu{i}")(x)
+        return x
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = block(x, base_filters * 2**level, f"down{level}")
+        if level < depth - 1:
+            skips.append(x)
+            x = pool(2, name=f"down{level}_pool")(x)
+    for level in reversed(range(depth - 1)):
+        filters = base_filters * 2**level
+        if deconvolution:
+            x = transpose(filters, 2, strides=2, padding="same", name=f"up{level}_deconv")(x)
+        else:
+            x = upsample(2, name=f"up{level}_upsample")(x)
+        x = layers.Concatenate(name=f"up{level}_concat")([x, skips[level]])
+        x = block(x, filters, f"up{level}")
+    x = conv(int(n_classes), 1, name="output_conv")(x)
+    outputs = layers.Activation(final_activation or "linear", dtype="float32", name="output")(x)
+    return keras.Model(inputs, outputs, name=name or ("unet3d" if three_d else "unet2d"))

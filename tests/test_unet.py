@@ -1,0 +1,88 @@
+"""U-Net builder: 2-D and 3-D by input rank, shapes, options, clear errors, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from medimg.errors import ConfigError  # noqa: E402
+from medimg.models import unet  # noqa: E402
+
+
+def _count(model, kind):
+    return sum(type(layer).__name__ == kind for layer in model.layers)
+
+
+def test_unet_3d_shapes_and_structure():
+    model = unet((16, 16, 8, 4), 3, depth=3, base_filters=4)
+    assert model.output_shape == (None, 16, 16, 8, 3)
+    assert _count(model, "Conv3D") == 2 * 3 + 2 * 2 + 1
+    assert _count(model, "MaxPooling3D") == 2
+    assert _count(model, "UpSampling3D") == 2
+    assert _count(model, "Concatenate") == 2
+    filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv3D"]
+    assert filters[:6] == [4, 4, 8, 8, 16, 16]  # doubling per level
+    assert filters[-1] == 3  # 1x1x1 output convolution
+    out = model.predict(np.zeros((1, 16, 16, 8, 4), np.float32), verbose=0)
+    assert out.shape == (1, 16, 16, 8, 3)
+    assert np.all((out >= 0) & (out <= 1))
+
+
+def test_unet_2d_softmax_deconvolution_no_batchnorm():
+    model = unet((32, 32, 1), 4, depth=4, base_filters=2, batch_norm=False,
+                 deconvolution=True, final_activation="softmax")
+    assert model.output_shape == (None, 32, 32, 4)
+    assert _count(model, "Conv2DTranspose") == 3
+    assert _count(model, "BatchNormalization") == 0
+    out = model.predict(np.random.default_rng(0).random((2, 32, 32, 1), np.float32), verbose=0)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_unet_fully_convolutional_with_none_sizes():
+    model = unet((None, None, None, 2), 1, depth=2, base_filters=2)
+    out = model.predict(np.zeros((1, 8, 12, 4, 2), np.float32), verbose=0)
+    assert out.shape == (1, 8, 12, 4, 1)
+
+
+def test_unet_output_float32_under_mixed_precision():
+    policy = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        model = unet((8, 8, 1), 2, depth=2, base_filters=2)
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+    assert model.output.dtype == "float32"
+
+
+@pytest.mark.parametrize(
+    ("shape", "kwargs", "match"),
+    [
+        ((16, 16), {}, "2-D or"),
+        ((12, 16, 8, 4), {"depth": 4}, "divisible"),
+        ((16, 16, 1), {"final_activation": "relu"}, "final_activation"),
+        ((16, 16, 1), {"depth": 0}, "positive"),
+    ],
+)
+def test_unet_bad_settings_are_clear_errors(shape, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        unet(shape, 2, **kwargs)
+
+
+@pytest.mark.slow
+def test_unet_learns_a_toy_segmentation():
+    from medimg.metrics import dice, soft_dice_loss
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 16, 16, 1)).astype(np.float32)
+    y = np.zeros_like(x)
+    for i in range(len(x)):
+        r, c = rng.integers(2, 10, 2)
+        x[i, r:r + 5, c:c + 5] += 3.0
+        y[i, r:r + 5, c:c + 5] = 1.0
+    model = unet((16, 16, 1), 1, depth=2, base_filters=8)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=soft_dice_loss)
+    model.fit(x, y, epochs=15, batch_size=8, verbose=0)
+    assert dice(y > 0.5, model.predict(x, verbose=0) > 0.5) > 0.8
