@@ -44,7 +44,7 @@ def test_dice_per_class_axis(rng):
 
 def test_dice_tensorflow_agrees_with_numpy(rng):
     tf = pytest.importorskip("tensorflow")
-    a, b = _masks(rng, (2, 6, 6, 3))
+    a, _ = _masks(rng, (2, 6, 6, 3))
     p = rng.random(a.shape).astype(np.float32)
     for axis in (None, (0, 1, 2), (1, 2)):
         np_value = metrics.dice(a, p, axis=axis)
