@@ -14,7 +14,7 @@ import numpy as np
 from ._backend import is_tensor, tensorflow
 from .errors import InvalidImageError
 
-__all__ = ["window"]
+__all__ = ["clahe", "standardize", "window"]
 
 
 def window(image: Any, center: float, width: float, *, rescale: bool = True) -> Any:
@@ -60,3 +60,305 @@ def window(image: Any, center: float, width: float, *, rescale: bool = True) -> 
         x -= low
         x *= np.float32(1.0 / (high - low))
     return x
+
+
+def _clahe_params(clip_limit: float, tile_grid: Any) -> tuple[float, int, int]:
+    try:
+        tiles_y, tiles_x = (int(t) for t in tile_grid)
+    except (TypeError, ValueError):
+        raise InvalidImageError(
+            f"clahe: tile_grid must be two positive integers (rows, cols), got {tile_grid!r}"
+        ) from None
+    if tiles_y < 1 or tiles_x < 1:
+        raise InvalidImageError(
+            f"clahe: tile_grid must be two positive integers (rows, cols), got {tile_grid!r}")
+    clip = float(clip_limit)
+    if not np.isfinite(clip):
+        raise InvalidImageError(f"clahe: clip_limit must be a finite number, got {clip_limit!r}")
+    return clip, tiles_y, tiles_x
+
+
+def clahe(image: Any, clip_limit: float = 4.0, tile_grid: tuple[int, int] = (8, 8)) -> Any:
+    """Contrast-limited adaptive histogram equalisation (CLAHE), OpenCV's algorithm.
+
+    The image is cut into ``tile_grid`` tiles; each tile's histogram is clipped at
+    ``clip_limit`` times the mean bin count (the clipped excess is spread over all
+    bins, the integer remainder one count every ``bins // remainder`` bins), its
+    cumulative sum becomes a grey-level map, and every pixel takes the bilinear
+    blend of the maps of the four nearest tile centres. When the image size is
+    not a multiple of the grid, tiles are measured on the image padded at the
+    bottom and right by mirror reflection (OpenCV's ``BORDER_REFLECT_101``).
+
+    NumPy input runs :func:`cv2.createCLAHE`. ``tf.Tensor`` input runs a
+    TensorFlow re-implementation of the same steps (histograms by ``bincount``,
+    maps by ``cumsum``, four ``gather`` s for the blend) that works on one image
+    or a batch, inside ``tf.data`` and ``tf.function`` and on a GPU; it agrees
+    with OpenCV within one grey level (float rounding of the blend weights), so
+    a model trained on GPU-processed pixels sees the same pixels on a CPU.
+
+    Parameters
+    ----------
+    image : numpy.ndarray or tf.Tensor, uint8 or uint16
+        ``(rows, cols)``, or a stack ``(n, rows, cols)``, or ``(rows, cols, 1)`` /
+        ``(n, rows, cols, 1)``. Other dtypes raise: convert first (for example
+        :func:`window` then ``* 255`` cast to uint8), since CLAHE's maps are
+        defined over integer grey levels.
+    clip_limit : float
+        Contrast limit, in multiples of the mean histogram bin count (OpenCV's
+        ``clipLimit``); ``<= 0`` disables clipping (plain adaptive equalisation).
+    tile_grid : (int, int)
+        Number of tiles along rows and columns (OpenCV's ``tileGridSize``, given
+        as ``(rows, cols)`` here, i.e. ``(tilesY, tilesX)``).
+
+    Returns
+    -------
+    numpy.ndarray or tf.Tensor
+        Same shape, dtype and kind as ``image``.
+
+    Raises
+    ------
+    InvalidImageError
+        Wrong dtype, rank, more than one channel, an image smaller than the grid,
+        or invalid parameters.
+
+    Examples
+    --------
+    >>> img = (np.arange(64 * 64) % 97).astype(np.uint8).reshape(64, 64)
+    >>> clahe(img, clip_limit=2.0, tile_grid=(4, 4)).dtype
+    dtype('uint8')
+    """
+    clip, tiles_y, tiles_x = _clahe_params(clip_limit, tile_grid)
+    if is_tensor(image):
+        return _clahe_tf(image, clip, tiles_y, tiles_x)
+    return _clahe_numpy(np.asarray(image), clip, tiles_y, tiles_x)
+
+
+def _clahe_layout(shape: tuple, dtype_name: str, tiles_y: int, tiles_x: int) -> str:
+    """``"image"`` (rows, cols), ``"image1"`` (rows, cols, 1), ``"stack"`` (n, rows, cols)
+    or ``"stack1"`` (n, rows, cols, 1); raises for anything else."""
+    if dtype_name not in ("uint8", "uint16"):
+        raise InvalidImageError(
+            f"clahe: expected a uint8 or uint16 image, got dtype {dtype_name} "
+            "(scale to 0-255 and cast to uint8 first)")
+    rank = len(shape)
+    if rank == 2:
+        layout, rows, cols = "image", shape[0], shape[1]
+    elif rank == 3 and shape[-1] == 1:
+        layout, rows, cols = "image1", shape[0], shape[1]
+    elif rank == 3:
+        layout, rows, cols = "stack", shape[1], shape[2]
+    elif rank == 4 and shape[-1] == 1:
+        layout, rows, cols = "stack1", shape[1], shape[2]
+    else:
+        raise InvalidImageError(
+            f"clahe: expected shape (rows, cols), (n, rows, cols), (rows, cols, 1) or "
+            f"(n, rows, cols, 1) (one channel), got {tuple(shape)}")
+    if rows is not None and cols is not None and (rows < tiles_y or cols < tiles_x):
+        raise InvalidImageError(
+            f"clahe: an image of {rows}x{cols} pixels is smaller than the "
+            f"{tiles_y}x{tiles_x} tile grid")
+    return layout
+
+
+def _clahe_numpy(image: np.ndarray, clip: float, tiles_y: int, tiles_x: int) -> np.ndarray:
+    import cv2
+
+    layout = _clahe_layout(image.shape, image.dtype.name, tiles_y, tiles_x)
+    op = cv2.createCLAHE(clipLimit=max(clip, 0.0), tileGridSize=(tiles_x, tiles_y))
+    if layout == "image":
+        return op.apply(np.ascontiguousarray(image))
+    if layout == "image1":
+        return op.apply(np.ascontiguousarray(image[..., 0]))[..., None]
+    stack = image[..., 0] if layout == "stack1" else image
+    out = np.empty_like(stack)
+    for i in range(stack.shape[0]):
+        out[i] = op.apply(np.ascontiguousarray(stack[i]))
+    return out[..., None] if layout == "stack1" else out
+
+
+def _clahe_tf(image: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
+    tf = tensorflow()
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank is None:
+        raise InvalidImageError("clahe: the tensor's rank must be known")
+    layout = _clahe_layout(tuple(image.shape.as_list()), image.dtype.name, tiles_y, tiles_x)
+    batch = {"image": lambda t: t[None], "image1": lambda t: t[None, ..., 0],
+             "stack": lambda t: t, "stack1": lambda t: t[..., 0]}[layout](image)
+    n_bins = 256 if image.dtype == tf.uint8 else 65536
+    out = tf.cast(_clahe_tf_batch(batch, clip, tiles_y, tiles_x, n_bins), image.dtype)
+    return {"image": lambda t: t[0], "image1": lambda t: t[0][..., None],
+            "stack": lambda t: t, "stack1": lambda t: t[..., None]}[layout](out)
+
+
+def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int, n_bins: int) -> Any:
+    """CLAHE of a ``(n, rows, cols)`` integer tensor; float32 output, rounded and saturated."""
+    tf = tensorflow()
+    dyn = tf.shape(batch)
+    n, rows, cols = dyn[0], dyn[1], dyn[2]
+    # Tiles are measured on the image padded (bottom/right, mirror without repeating the
+    # edge) to a multiple of the grid, exactly as OpenCV does; the blend below reads the
+    # original pixels only.
+    pad_y = (tiles_y - rows % tiles_y) % tiles_y
+    pad_x = (tiles_x - cols % tiles_x) % tiles_x
+    values = tf.cast(batch, tf.int32)
+    padded = tf.pad(values, [[0, 0], [0, pad_y], [0, pad_x]], mode="REFLECT")
+    tile_h = (rows + pad_y) // tiles_y
+    tile_w = (cols + pad_x) // tiles_x
+    tile_area = tile_h * tile_w
+
+    # Histogram of every tile at once: offset each pixel's grey level by its tile's
+    # index times the number of bins, then one bincount.
+    tiles = tf.reshape(padded, [n, tiles_y, tile_h, tiles_x, tile_w])
+    tile_index = (tf.range(n)[:, None, None, None, None] * (tiles_y * tiles_x)
+                  + tf.range(tiles_y)[None, :, None, None, None] * tiles_x
+                  + tf.range(tiles_x)[None, None, None, :, None])
+    flat = tf.reshape(tiles + tile_index * n_bins, [-1])
+    n_tiles = n * tiles_y * tiles_x
+    hist = tf.math.bincount(flat, minlength=n_tiles * n_bins, maxlength=n_tiles * n_bins,
+                            dtype=tf.int32)
+    hist = tf.reshape(hist, [n_tiles, n_bins])
+
+    if clip > 0:
+        # OpenCV: limit = max(int(clip * area / bins), 1), in float then truncated.
+        limit = tf.maximum(
+            tf.cast(tf.cast(clip, tf.float32) * tf.cast(tile_area, tf.float32) / n_bins,
+                    tf.int32), 1)
+        excess = tf.reduce_sum(tf.maximum(hist - limit, 0), axis=1, keepdims=True)
+        hist = tf.minimum(hist, limit)
+        batch_add = excess // n_bins
+        residual = excess - batch_add * n_bins
+        hist = hist + batch_add
+        # The remainder goes one count at a time to bins 0, step, 2*step, ... with
+        # step = max(bins // remainder, 1), until it is used up.
+        step = tf.maximum(n_bins // tf.maximum(residual, 1), 1)
+        bins = tf.range(n_bins)[None, :]
+        extra = tf.logical_and(tf.equal(bins % step, 0), bins // step < residual)
+        hist = hist + tf.cast(extra, tf.int32)
+
+    lut_scale = tf.cast(n_bins - 1, tf.float32) / tf.cast(tile_area, tf.float32)
+    lut = tf.cast(tf.cumsum(hist, axis=1), tf.float32) * lut_scale
+    lut = tf.clip_by_value(tf.round(lut), 0.0, float(n_bins - 1))
+    lut = tf.reshape(lut, [-1])
+
+    def axis_weights(length, tile_size, n_tiles_axis):
+        inv = 1.0 / tf.cast(tile_size, tf.float32)
+        pos = tf.cast(tf.range(length), tf.float32) * inv - 0.5
+        low = tf.floor(pos)
+        frac = pos - low
+        low = tf.cast(low, tf.int32)
+        high = tf.minimum(low + 1, n_tiles_axis - 1)
+        low = tf.maximum(low, 0)
+        return low, high, frac
+
+    ty1, ty2, ya = axis_weights(rows, tile_h, tiles_y)
+    tx1, tx2, xa = axis_weights(cols, tile_w, tiles_x)
+    base = tf.range(n)[:, None, None] * (tiles_y * tiles_x)
+    row1 = base + (ty1 * tiles_x)[None, :, None]
+    row2 = base + (ty2 * tiles_x)[None, :, None]
+    v = values
+
+    def read(row, tx):
+        return tf.gather(lut, (row + tx[None, None, :]) * n_bins + v)
+
+    ya = ya[None, :, None]
+    xa = xa[None, None, :]
+    top = read(row1, tx1) * (1.0 - xa) + read(row1, tx2) * xa
+    bottom = read(row2, tx1) * (1.0 - xa) + read(row2, tx2) * xa
+    out = top * (1.0 - ya) + bottom * ya
+    return tf.clip_by_value(tf.round(out), 0.0, float(n_bins - 1))
+
+
+def standardize(
+    x: Any,
+    mask: Any = None,
+    *,
+    channel_axis: int | str | None = "auto",
+    fill_outside: float | None = None,
+    eps: float = 1e-6,
+) -> Any:
+    """Z-score standardisation per channel: ``(x - mean) / std``, optionally over a mask.
+
+    MRI intensities have no units (the same tissue differs between scanners and
+    even between sessions), so each sequence is rescaled to mean 0 and standard
+    deviation 1 over the brain before it goes into a network.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or tf.Tensor
+        E.g. ``(x, y, z)``, ``(x, y, z, c)`` or a batch ``(n, x, y, z, c)``.
+    mask : numpy.ndarray or tf.Tensor of bool, optional
+        Where the statistics are computed (e.g. the brain, ``image[..., 0] > 0``);
+        shape of ``x`` without its channel axis. Default: every voxel.
+    channel_axis : int, None or "auto"
+        Axis of channels, each standardised on its own. ``"auto"`` means the last
+        axis for 4-D and 5-D inputs (channels-last volumes and batches) and no
+        channels otherwise (pass ``-1`` for a 2-D image with channels).
+    fill_outside : float, optional
+        Value given to voxels outside ``mask`` (e.g. 0 for the background);
+        default: they are standardised like the rest.
+    eps : float
+        A channel whose standard deviation is below ``eps`` is only centred (divided
+        by 1), so constant input gives zeros, never NaN or inf.
+
+    Returns
+    -------
+    numpy.ndarray or tf.Tensor
+        float32, same shape and kind as ``x``. With an empty mask the statistics
+        fall back to mean 0 and std 1 (values unchanged).
+
+    Examples
+    --------
+    >>> standardize(np.array([1.0, 2.0, 3.0]))
+    array([-1.2247449,  0.       ,  1.2247449], dtype=float32)
+    """
+    ndim = len(x.shape)
+    if channel_axis == "auto":
+        channel_axis = -1 if ndim in (4, 5) else None
+    if channel_axis is not None:
+        channel_axis = int(channel_axis) % ndim
+    reduce = tuple(a for a in range(ndim) if a != channel_axis)
+    if is_tensor(x) or is_tensor(mask):
+        tf = tensorflow()
+        x = tf.cast(x, tf.float32)
+        if mask is None:
+            weight = tf.ones_like(x)
+        else:
+            weight = tf.cast(tf.cast(mask, tf.bool), tf.float32)
+            if channel_axis is not None:
+                weight = tf.expand_dims(weight, channel_axis)
+            weight = tf.broadcast_to(weight, tf.shape(x))
+        count = tf.reduce_sum(weight, axis=reduce, keepdims=True)
+        safe = tf.maximum(count, 1.0)
+        mean = tf.reduce_sum(x * weight, axis=reduce, keepdims=True) / safe
+        var = tf.reduce_sum(tf.square(x - mean) * weight, axis=reduce, keepdims=True) / safe
+        std = tf.sqrt(var)
+        std = tf.where(std < eps, tf.ones_like(std), std)
+        out = (x - mean) / std
+        if mask is not None and fill_outside is not None:
+            out = tf.where(weight > 0, out, tf.fill(tf.shape(out), float(fill_outside)))
+        return out
+    x = np.asarray(x, dtype=np.float32)
+    if mask is None:
+        selected = None
+    else:
+        selected = np.asarray(mask, dtype=bool)
+        expected = tuple(s for a, s in enumerate(x.shape) if a != channel_axis)
+        if selected.shape != expected:
+            raise InvalidImageError(f"mask has shape {selected.shape}, expected {expected}")
+        if channel_axis is not None:
+            selected = np.expand_dims(selected, channel_axis)
+    # float64 accumulation: float32 sums over ~10^7 voxels lose digits.
+    if selected is None:
+        mean = x.mean(axis=reduce, keepdims=True, dtype=np.float64)
+        std = x.std(axis=reduce, keepdims=True, dtype=np.float64)
+    else:
+        weight = np.broadcast_to(selected, x.shape)
+        count = np.maximum(weight.sum(axis=reduce, keepdims=True), 1)
+        mean = np.where(weight, x, 0).sum(axis=reduce, keepdims=True, dtype=np.float64) / count
+        sq = np.where(weight, (x - mean) ** 2, 0)
+        std = np.sqrt(sq.sum(axis=reduce, keepdims=True, dtype=np.float64) / count)
+    std = np.where(std < eps, 1.0, std)
+    out = ((x - mean) / std).astype(np.float32)
+    if selected is not None and fill_outside is not None:
+        out = np.where(np.broadcast_to(selected, x.shape), out, np.float32(fill_outside))
+    return out
