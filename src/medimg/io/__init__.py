@@ -4,6 +4,30 @@ All public names live here (``medimg.io.read_nifti`` ...); the submodules are pr
 organisation.
 """
 
+from .dicom import (
+    DEFAULT_METADATA_FIELDS,
+    FORBIDDEN_FIELDS,
+    LPS_TO_RAS,
+    dicom_metadata,
+    dicom_pixels,
+    opaque_ids,
+    parse_age,
+    read_dicom,
+    read_series,
+)
 from .volume import Volume, read_nifti, write_nifti
 
-__all__ = ["Volume", "read_nifti", "write_nifti"]
+__all__ = [
+    "DEFAULT_METADATA_FIELDS",
+    "FORBIDDEN_FIELDS",
+    "LPS_TO_RAS",
+    "Volume",
+    "dicom_metadata",
+    "dicom_pixels",
+    "opaque_ids",
+    "parse_age",
+    "read_dicom",
+    "read_nifti",
+    "read_series",
+    "write_nifti",
+]
