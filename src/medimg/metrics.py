@@ -10,12 +10,16 @@ from .errors import InvalidImageError
 
 __all__ = [
     "BRATS_REGIONS",
+    "auc_by_group",
+    "auc_with_ci",
     "brats_regions",
+    "confusion_at",
     "custom_objects",
     "dice",
     "dice_metric",
     "hausdorff95",
     "region_dice",
+    "roc_curve",
     "soft_dice_loss",
 ]
 
@@ -345,3 +349,198 @@ def hausdorff95(a, b, spacing=None) -> float:
     dist_to_b = ndimage.distance_transform_edt(~surf_b, sampling=spacing)
     dist_to_a = ndimage.distance_transform_edt(~surf_a, sampling=spacing)
     return float(max(np.percentile(dist_to_b[surf_a], 95), np.percentile(dist_to_a[surf_b], 95)))
+
+
+# ---------------------------------------------------------------------------------------
+# Classification evaluation (issue 5): AUC with a bootstrap interval, ROC curve,
+# confusion matrix at a threshold, AUC per group (e.g. view position). scikit-learn for
+# the curves; the bootstrap uses the rank (Mann-Whitney) form of the AUC, vectorised.
+# ---------------------------------------------------------------------------------------
+
+
+def _binary_scores(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.asarray(y_true.numpy() if is_tensor(y_true) else y_true).reshape(-1)
+    score = np.asarray(y_score.numpy() if is_tensor(y_score) else y_score,
+                       dtype=np.float64).reshape(-1)
+    if truth.shape != score.shape:
+        raise InvalidImageError(f"y_true has {truth.size} values but y_score has {score.size}")
+    if truth.size == 0:
+        raise InvalidImageError("no samples to evaluate (y_true is empty)")
+    if not np.all(np.isin(truth, (0, 1))):
+        bad = np.unique(truth[~np.isin(truth, (0, 1))])[:5]
+        raise InvalidImageError(f"y_true must hold only 0 and 1, found {bad.tolist()}")
+    if not np.all(np.isfinite(score)):
+        raise InvalidImageError(f"y_score holds {int((~np.isfinite(score)).sum())} "
+                                "non-finite values (NaN or inf)")
+    return truth.astype(np.int8), score
+
+
+def _rank_auc(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """AUC of every row of ``(b, n)`` arrays (Mann-Whitney U with tied ranks averaged);
+    NaN for rows holding one class only."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(score, axis=-1)
+    n_pos = truth.sum(axis=-1).astype(np.float64)
+    n_neg = truth.shape[-1] - n_pos
+    u = (ranks * truth).sum(axis=-1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def auc_with_ci(y_true, y_score, *, n_bootstrap: int = 1000, confidence: float = 0.95,
+                seed: int | None = None, rng: np.random.Generator | None = None
+                ) -> dict[str, float]:
+    """Area under the ROC curve with a percentile bootstrap confidence interval.
+
+    Cases are resampled with replacement ``n_bootstrap`` times; resamples that hold
+    one class only (AUC undefined) are skipped, and the number used is returned. The
+    interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles
+    of the resampled AUCs. Resample at the level of independent units: one score
+    per patient (the RSNA tables have one image per patient).
+
+    Parameters
+    ----------
+    y_true : array-like of {0, 1}, shape (n,)
+    y_score : array-like of float, shape (n,)
+        Higher means more likely positive (probabilities or logits).
+    n_bootstrap : int
+        Resamples (0 skips the interval: ``low``/``high`` are NaN).
+    confidence : float
+        Coverage of the interval, in (0, 1).
+    seed, rng :
+        Randomness of the resampling (``rng`` wins).
+
+    Returns
+    -------
+    dict
+        ``auc`` (scikit-learn's ``roc_auc_score``), ``low``, ``high``, ``n``,
+        ``n_positive``, ``n_bootstrap`` (resamples used).
+
+    Raises
+    ------
+    InvalidImageError
+        Lengths differ, labels other than 0/1, non-finite scores, or one class only
+        (the AUC is undefined).
+
+    Examples
+    --------
+    >>> r = auc_with_ci([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_bootstrap=200, seed=0)
+    >>> r["auc"]
+    0.75
+    """
+    from sklearn.metrics import roc_auc_score
+
+    truth, score = _binary_scores(y_true, y_score)
+    n_pos = int(truth.sum())
+    if n_pos in (0, truth.size):
+        raise InvalidImageError(f"AUC is undefined: all {truth.size} cases are "
+                                f"{'positive' if n_pos else 'negative'}")
+    if not 0 < confidence < 1:
+        raise InvalidImageError(f"confidence must be in (0, 1), got {confidence!r}")
+    auc = float(roc_auc_score(truth, score))
+    low = high = float("nan")
+    used = 0
+    if n_bootstrap > 0:
+        generator = rng if rng is not None else np.random.default_rng(seed)
+        aucs = []
+        # Chunks bound memory: (chunk, n) index arrays.
+        chunk = max(1, min(n_bootstrap, 2_000_000 // truth.size))
+        for start in range(0, n_bootstrap, chunk):
+            size = min(chunk, n_bootstrap - start)
+            idx = generator.integers(0, truth.size, size=(size, truth.size))
+            aucs.append(_rank_auc(truth[idx], score[idx]))
+        values = np.concatenate(aucs)
+        values = values[np.isfinite(values)]
+        used = int(values.size)
+        if used:
+            alpha = (1.0 - confidence) / 2.0
+            low, high = (float(q) for q in np.quantile(values, [alpha, 1.0 - alpha]))
+    return {"auc": auc, "low": low, "high": high, "n": int(truth.size), "n_positive": n_pos,
+            "n_bootstrap": used}
+
+
+def roc_curve(y_true, y_score):
+    """ROC curve points (scikit-learn), as a table ready to plot.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``fpr``, ``tpr``, ``threshold`` (the first threshold is ``inf``:
+        nothing called positive).
+    """
+    import pandas as pd
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    truth, score = _binary_scores(y_true, y_score)
+    fpr, tpr, thresholds = sk_roc_curve(truth, score)
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": thresholds})
+
+
+def confusion_at(y_true, y_score, threshold: float = 0.5):
+    """Confusion matrix when scores ``>= threshold`` are called positive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        2x2 counts, rows ``truth`` 0/1, columns ``predicted`` 0/1. ``.attrs`` holds
+        ``threshold``, ``sensitivity``, ``specificity``, ``ppv``, ``npv`` and
+        ``accuracy`` (NaN where a denominator is zero).
+
+    Examples
+    --------
+    >>> cm = confusion_at([0, 0, 1, 1], [0.2, 0.7, 0.6, 0.9], threshold=0.5)
+    >>> cm.values.tolist(), cm.attrs["sensitivity"], cm.attrs["specificity"]
+    ([[1, 1], [0, 2]], 1.0, 0.5)
+    """
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix
+
+    truth, score = _binary_scores(y_true, y_score)
+    predicted = (score >= threshold).astype(np.int8)
+    counts = confusion_matrix(truth, predicted, labels=[0, 1])
+    table = pd.DataFrame(counts, index=pd.Index([0, 1], name="truth"),
+                         columns=pd.Index([0, 1], name="predicted"))
+    (tn, fp), (fn, tp) = counts
+
+    def ratio(a, b):
+        return float(a / b) if b else float("nan")
+
+    table.attrs.update(threshold=float(threshold), sensitivity=ratio(tp, tp + fn),
+                       specificity=ratio(tn, tn + fp), ppv=ratio(tp, tp + fp),
+                       npv=ratio(tn, tn + fn), accuracy=ratio(tp + tn, counts.sum()))
+    return table
+
+
+def auc_by_group(y_true, y_score, groups, *, n_bootstrap: int = 1000,
+                 confidence: float = 0.95, seed: int | None = None):
+    """AUC with its bootstrap interval within each group (e.g. AP and PA views).
+
+    Groups holding one class only get ``auc`` NaN (undefined) rather than an error,
+    so a table over many groups is always complete; missing group labels form a
+    group named ``"missing"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group: ``group``, ``n``, ``n_positive``, ``auc``, ``low``, ``high``.
+    """
+    import pandas as pd
+
+    truth, score = _binary_scores(y_true, y_score)
+    labels = pd.Series(np.asarray(groups, dtype=object).reshape(-1))
+    if labels.size != truth.size:
+        raise InvalidImageError(f"groups has {labels.size} values but y_true has {truth.size}")
+    labels = labels.where(labels.notna(), "missing").astype(str)
+    rows = []
+    for i, name in enumerate(sorted(labels.unique())):
+        mask = (labels == name).to_numpy()
+        t, s = truth[mask], score[mask]
+        row = {"group": name, "n": int(mask.sum()), "n_positive": int(t.sum()),
+               "auc": float("nan"), "low": float("nan"), "high": float("nan")}
+        if 0 < t.sum() < t.size:
+            r = auc_with_ci(t, s, n_bootstrap=n_bootstrap, confidence=confidence,
+                            seed=None if seed is None else seed + i)
+            row.update(auc=r["auc"], low=r["low"], high=r["high"])
+        rows.append(row)
+    return pd.DataFrame(rows)

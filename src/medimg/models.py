@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["unet"]
+__all__ = ["two_input_classifier", "unet"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -129,3 +129,128 @@ def unet(
     x = conv(int(n_classes), 1, name="output_conv")(x)
     outputs = layers.Activation(final_activation or "linear", dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=name or ("unet3d" if three_d else "unet2d"))
+
+
+# ---------------------------------------------------------------------------------------
+# Two-input classifier (issue 5): image branch + tabular feature branch, one sigmoid.
+# ---------------------------------------------------------------------------------------
+
+
+def two_input_classifier(
+    image_shape,
+    n_features: int,
+    *,
+    filters=(16, 32, 64, 128),
+    convs_per_block: int = 1,
+    batch_norm: bool = True,
+    dropout: float = 0.25,
+    dense_units: int = 64,
+    feature_units: int = 16,
+    learning_rate: float = 1e-3,
+    compile: bool = True,
+    name: str = "two_input_classifier",
+):
+    """A CNN over an image joined with a small dense branch over tabular features.
+
+    The image branch has one block per entry of ``filters``: ``convs_per_block``
+    3x3 convolutions (batch normalisation optional, then ReLU), 2x2 max pooling
+    and dropout; global average pooling and a dense layer of ``dense_units``
+    follow. The feature branch is one dense layer of ``feature_units`` (age
+    bucket, view position, sex, ...). The two are concatenated and end in one
+    sigmoid unit: the probability of the positive class. Compiled (unless
+    ``compile=False``) with Adam, binary cross-entropy on probabilities (the
+    loss that matches a sigmoid output), and AUC and accuracy metrics.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(H, W, C)``, channels last; float inputs (the RSNA pipeline feeds [0, 1]).
+    n_features : int
+        Length of the feature vector (0: image only, the feature input is still
+        present with width 0 so that pipelines need not change).
+    filters : sequence of int
+        Filters per convolution block.
+    convs_per_block : int
+        Convolutions before each pooling.
+    batch_norm : bool
+        Batch normalisation after every convolution.
+    dropout : float
+        Dropout rate after each block and in the head, in [0, 1).
+    dense_units, feature_units : int
+        Widths of the image head and of the feature branch.
+    learning_rate : float
+        Adam's learning rate.
+    compile : bool
+        Compile the model.
+    name : str
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Inputs ``image`` ``(N, H, W, C)`` and ``features`` ``(N, n_features)``
+        (pass them as a tuple ``(image, features)`` or a dict); output
+        ``(N, 1)`` probabilities, float32.
+
+    Raises
+    ------
+    ConfigError
+        Wrong rank, non-positive sizes, or a dropout outside [0, 1).
+
+    Examples
+    --------
+    >>> model = two_input_classifier((128, 128, 1), 12)   # doctest: +SKIP
+    >>> model.output_shape                                # doctest: +SKIP
+    (None, 1)
+    """
+    import keras
+    from keras import layers
+
+    image_shape = tuple(image_shape)
+    if len(image_shape) != 3 or any(s is not None and int(s) < 1 for s in image_shape):
+        raise ConfigError(f"two_input_classifier: image_shape {image_shape} must be "
+                          "(H, W, C) with positive sizes (channels last)")
+    filters = tuple(int(f) for f in filters)
+    if not filters or min(filters) < 1:
+        raise ConfigError(f"two_input_classifier: filters {filters} must be positive")
+    if int(n_features) < 0 or int(convs_per_block) < 1:
+        raise ConfigError("two_input_classifier: n_features must be >= 0 and "
+                          "convs_per_block >= 1")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ConfigError(f"two_input_classifier: dropout {dropout} must be in [0, 1)")
+    spatial = [s for s in image_shape[:2] if s is not None]
+    if spatial and min(spatial) < 2 ** len(filters):
+        raise ConfigError(f"two_input_classifier: {len(filters)} poolings need images of at "
+                          f"least {2 ** len(filters)} pixels, got {image_shape}")
+
+    image_in = keras.Input(shape=image_shape, name="image")
+    features_in = keras.Input(shape=(int(n_features),), name="features")
+    x = image_in
+    for block, width in enumerate(filters, start=1):
+        for conv in range(1, int(convs_per_block) + 1):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=not batch_norm,
+                              name=f"block{block}_conv{conv}")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"block{block}_bn{conv}")(x)
+            x = layers.Activation("relu", name=f"block{block}_relu{conv}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
+        if dropout:
+            x = layers.Dropout(dropout, name=f"block{block}_dropout")(x)
+    x = layers.GlobalAveragePooling2D(name="image_pool")(x)
+    x = layers.Dense(int(dense_units), activation="relu", name="image_dense")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="image_dropout")(x)
+    merged = [x]
+    if int(n_features) > 0:
+        merged.append(layers.Dense(int(feature_units), activation="relu",
+                                   name="feature_dense")(features_in))
+    x = layers.Concatenate(name="concat")(merged) if len(merged) > 1 else merged[0]
+    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="probability")(x)
+    model = keras.Model([image_in, features_in], output, name=name)
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+            loss=keras.losses.BinaryCrossentropy(),
+            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+    return model
