@@ -14,7 +14,7 @@ import numpy as np
 from ._backend import is_tensor, tensorflow
 from .errors import InvalidImageError
 
-__all__ = ["clahe", "standardize", "window"]
+__all__ = ["clahe", "dicom_window", "standardize", "window"]
 
 
 def window(image: Any, center: float, width: float, *, rescale: bool = True) -> Any:
@@ -60,6 +60,134 @@ def window(image: Any, center: float, width: float, *, rescale: bool = True) -> 
         x -= low
         x *= np.float32(1.0 / (high - low))
     return x
+
+
+def _voi_parameters(ds: Any, index: int) -> dict[str, Any]:
+    """The file's VOI at ``index``: a LUT (preferred, as pydicom does) or a window."""
+    where = getattr(ds, "filename", None) or "<dataset>"
+    sequence = ds.get("VOILUTSequence")
+    if sequence:
+        if index >= len(sequence):
+            raise InvalidImageError(f"VOI LUT Sequence has {len(sequence)} item(s), "
+                                    f"index {index} asked for", where)
+        item = sequence[index]
+        if item.get("LUTDescriptor") is not None and item.get("LUTData") is not None:
+            from pydicom.pixels.processing import apply_voi
+
+            n_entries, first, bits = (int(v) for v in item.LUTDescriptor)
+            n_entries = n_entries or 65536
+            # pydicom unpacks OW/US LUT data with the right endianness: map every entry
+            # through its own implementation once
+            probe = np.arange(first, first + n_entries, dtype=np.int64)
+            lut = np.asarray(apply_voi(probe, ds, index), dtype=np.float64)
+            return {"kind": "lut", "lut": lut / (2.0**bits - 1), "first": first}
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        raise InvalidImageError("no VOI: neither a VOI LUT Sequence nor Window Center/Width",
+                                where)
+
+    def pick(value: Any, name: str) -> float:
+        values = list(value) if not isinstance(value, str | bytes) and hasattr(value, "__len__") \
+            else [value]
+        if index >= len(values):
+            raise InvalidImageError(f"{name} has {len(values)} value(s), index {index} asked for",
+                                    where)
+        return float(values[index])
+
+    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    c, w = pick(center, "WindowCenter"), pick(width, "WindowWidth")
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise InvalidImageError(f"VOI LUT Function {function!r} is not one of LINEAR, "
+                                "LINEAR_EXACT, SIGMOID", where)
+    if (function == "LINEAR" and w < 1) or w <= 0:
+        raise InvalidImageError(f"Window Width {w} is too small for VOI LUT Function "
+                                f"{function} (PS3.3 C.11.2.1.2)", where)
+    return {"kind": function, "center": c, "width": w}
+
+
+def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: bool = True) -> Any:
+    """Apply the file's own VOI (window or VOI LUT), as the DICOM standard defines it.
+
+    Implements PS3.3 C.11.2: a VOI LUT Sequence item when present (pydicom's
+    preference too), else Window Center/Width with the VOI LUT Function
+    ``LINEAR`` (the standard's ``c - 0.5`` and ``w - 1`` offsets), ``LINEAR_EXACT``
+    or ``SIGMOID``. Multi-valued windows (e.g. a CT's soft-tissue and bone
+    presets) are chosen with ``index``. The output is scaled to ``[0, 1]``:
+    it equals pydicom's ``apply_voi_lut`` divided by its output range.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The file's header (a header-only read is enough).
+    image : numpy.ndarray or tf.Tensor
+        Pixels after the Modality LUT, as :func:`medimg.io.dicom_pixels` returns
+        them (any shape).
+    index : int
+        Which window / VOI LUT item to apply.
+    monochrome1_inverted : bool
+        For MONOCHROME1 files, ``image`` was inverted by ``dicom_pixels`` (the
+        default there); it is mirrored back before the VOI is applied and the
+        result is inverted again, so that 1 is always the densest (white).
+
+    Returns
+    -------
+    numpy.ndarray or tf.Tensor
+        float32 in ``[0, 1]``, same shape and kind as ``image``.
+
+    Raises
+    ------
+    InvalidImageError
+        The file has no VOI, ``index`` is out of range, or the width is invalid
+        for the VOI LUT Function.
+
+    Examples
+    --------
+    >>> from pydicom import dcmread                              # doctest: +SKIP
+    >>> ds = dcmread(get_testdata_file("MR_small.dcm"))           # doctest: +SKIP
+    >>> shown = dicom_window(ds, medimg.io.dicom_pixels(ds))      # doctest: +SKIP
+    """
+    voi = _voi_parameters(ds, index)
+    monochrome1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
+    mirror = None
+    if monochrome1 and monochrome1_inverted:
+        from .io.dicom import _modality_range
+
+        low, high = _modality_range(ds)
+        mirror = low + high
+    if is_tensor(image):
+        tf = tensorflow()
+        x = tf.cast(image, tf.float32)
+        if mirror is not None:
+            x = tf.constant(mirror, tf.float32) - x
+        if voi["kind"] == "lut":
+            lut = tf.constant(voi["lut"], tf.float32)
+            positions = tf.cast(tf.floor(x), tf.int64) - voi["first"]
+            y = tf.gather(lut, tf.clip_by_value(positions, 0, len(voi["lut"]) - 1))
+        elif voi["kind"] == "SIGMOID":
+            y = tf.sigmoid(4.0 * (x - voi["center"]) / voi["width"])
+        else:
+            c, w = voi["center"], voi["width"]
+            if voi["kind"] == "LINEAR":
+                c, w = c - 0.5, w - 1.0
+            y = tf.clip_by_value((x - c) / w + 0.5, 0.0, 1.0) if w > 0 else \
+                tf.cast(x > c, tf.float32)
+        return 1.0 - y if monochrome1 else y
+    x = np.asarray(image, dtype=np.float64)
+    if mirror is not None:
+        x = mirror - x
+    if voi["kind"] == "lut":
+        positions = np.floor(x).astype(np.int64) - voi["first"]
+        y = voi["lut"][np.clip(positions, 0, len(voi["lut"]) - 1)]
+    elif voi["kind"] == "SIGMOID":
+        y = 1.0 / (1.0 + np.exp(-4.0 * (x - voi["center"]) / voi["width"]))
+    else:
+        c, w = voi["center"], voi["width"]
+        if voi["kind"] == "LINEAR":
+            c, w = c - 0.5, w - 1.0
+        # LINEAR with width 1 is a threshold (w - 1 = 0): below/at c -> 0, above -> 1
+        y = np.clip((x - c) / w + 0.5, 0.0, 1.0) if w > 0 else (x > c).astype(np.float64)
+    y = y.astype(np.float32)
+    return np.float32(1.0) - y if monochrome1 else y
 
 
 def _clahe_params(clip_limit: float, tile_grid: Any) -> tuple[float, int, int]:
