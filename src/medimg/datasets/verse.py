@@ -798,9 +798,8 @@ def _jitter_start(centre: float, size: int, extent: int, rng: np.random.Generato
     return int(np.clip(round(centre - size / 2), 0, extent - size))
 
 
-def _augment(image, label, seed):
+def _augment(tf, image, label, seed):
     """Intensity jitter (contrast, brightness, noise) on windowed images in [0, 1]."""
-    tf = _tf()
     seeds = tf.random.experimental.stateless_split(seed, 3)
     contrast = tf.random.stateless_uniform([], seeds[0], 0.85, 1.15)
     brightness = tf.random.stateless_uniform([], seeds[1], -0.08, 0.08)
@@ -920,9 +919,10 @@ def slice_dataset(
     if augment if augment is not None else training:
         counter = tf.data.Dataset.counter()
         seeds = counter.map(lambda i: tf.stack([tf.cast(seed, tf.int64), i]))
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda example, s: _augment(example[0], example[1], s),
-            num_parallel_calls=tf.data.AUTOTUNE)
+        augment_fn = tf.autograph.experimental.do_not_convert(
+            lambda example, s: _augment(tf, example[0], example[1], s))
+        ds = tf.data.Dataset.zip((ds, seeds)).map(augment_fn,
+                                                  num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
