@@ -184,7 +184,9 @@ def render_chest(
 
     if label not in CLASSES:
         raise InvalidImageError(f"label {label!r} is not one of {CLASSES}")
-    rng = np.random.default_rng(seed)
+    # separate streams: a seed's anatomy and exposure do not depend on its findings
+    rng, findings_rng, exposure_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     n = draw_size
     geometry = _lung_geometry(rng, n)
     cx = geometry["cx"]
@@ -207,7 +209,7 @@ def render_chest(
     # mediastinum and heart (patient's left = image right)
     mediastinum = _ellipse_mask((n, n), (cx, 0.38 * n), (0.055 * n, 0.28 * n))
     heart_scale = geometry["heart_scale"] * (1.12 if view == "AP" else 1.0)
-    if label == "No Lung Opacity / Not Normal" and rng.random() < 0.35:
+    if label == "No Lung Opacity / Not Normal" and findings_rng.random() < 0.35:
         heart_scale *= 1.3  # cardiomegaly
     heart = _ellipse_mask((n, n), (cx + 0.05 * n * heart_scale, 0.62 * n),
                           (0.14 * n * heart_scale, 0.11 * n * heart_scale), -15)
@@ -242,42 +244,43 @@ def render_chest(
 
     boxes: list[tuple[float, float, float, float]] = []
     if label == "Lung Opacity":
-        boxes = _boxes_for(rng, masks, max(1, n_boxes), n)
+        boxes = _boxes_for(findings_rng, masks, max(1, n_boxes), n)
         opacity = np.zeros((n, n), np.float32)
         for x, y, w, h in boxes:
             blob = _ellipse_mask((n, n), (x + w / 2, y + h / 2), (w * 0.42, h * 0.42))
             blob = cv2.GaussianBlur(blob, (0, 0), max(w, h) / 7)
             blob /= blob.max() + 1e-6
-            texture = np.clip(0.75 + 0.35 * _smooth_noise(rng, (n, n), 2.0), 0.3, 1.2)
-            opacity = np.maximum(opacity, blob * texture * rng.uniform(0.2, 0.3))
+            texture = np.clip(0.75 + 0.35 * _smooth_noise(findings_rng, (n, n), 2.0), 0.3, 1.2)
+            opacity = np.maximum(opacity, blob * texture * findings_rng.uniform(0.16, 0.26))
         image += opacity * cv2.GaussianBlur(visible_lungs, (0, 0), 2.0)
     elif label == "No Lung Opacity / Not Normal":
-        findings = rng.choice(["effusion", "tubes", "nodules"], size=rng.integers(1, 3),
+        findings = findings_rng.choice(["effusion", "tubes", "nodules"],
+                                       size=findings_rng.integers(1, 3),
                               replace=False)
         if "effusion" in findings:
-            lung = geometry["lungs"][int(rng.integers(2))]
-            level = lung["dome_y"] - lung["axes"][1] * rng.uniform(0.15, 0.35)
+            lung = geometry["lungs"][int(findings_rng.integers(2))]
+            level = lung["dome_y"] - lung["axes"][1] * findings_rng.uniform(0.15, 0.35)
             # a meniscus: fluid climbs higher laterally
             meniscus = level - 0.25 * np.abs(xx - lung["center"][0]) * (
                 np.sign(xx - cx) == np.sign(lung["center"][0] - cx))
             fluid = cv2.GaussianBlur((yy > meniscus).astype(np.float32), (0, 0), 2.5)
             image += fluid * visible_lungs * 0.22
         if "tubes" in findings:
-            _draw_tubes(image, rng, cx, n)
+            _draw_tubes(image, findings_rng, cx, n)
         if "nodules" in findings:
-            for _ in range(int(rng.integers(1, 4))):
-                lung = geometry["lungs"][int(rng.integers(2))]
-                c = (lung["center"][0] + rng.uniform(-0.5, 0.5) * lung["axes"][0],
-                     lung["center"][1] + rng.uniform(-0.5, 0.5) * lung["axes"][1])
+            for _ in range(int(findings_rng.integers(1, 4))):
+                lung = geometry["lungs"][int(findings_rng.integers(2))]
+                c = (lung["center"][0] + findings_rng.uniform(-0.5, 0.5) * lung["axes"][0],
+                     lung["center"][1] + findings_rng.uniform(-0.5, 0.5) * lung["axes"][1])
                 nodule = _ellipse_mask((n, n), c, (0.012 * n, 0.012 * n))
                 image += cv2.GaussianBlur(nodule, (0, 0), 0.8) * 0.2
-    if label == "Lung Opacity" and rng.random() < 0.25:
-        _draw_tubes(image, rng, cx, n)
+    if label == "Lung Opacity" and findings_rng.random() < 0.25:
+        _draw_tubes(image, findings_rng, cx, n)
 
     # acquisition: exposure, contrast, blur (AP portable films are softer), rotation
-    gamma = rng.uniform(0.8, 1.25)
+    gamma = exposure_rng.uniform(0.8, 1.25)
     image = np.clip(image, 0, 1) ** gamma
-    image = image * rng.uniform(0.85, 1.1) + rng.uniform(-0.03, 0.05)
+    image = image * exposure_rng.uniform(0.85, 1.1) + exposure_rng.uniform(-0.03, 0.05)
     rotation = cv2.getRotationMatrix2D((n / 2, n / 2), geometry["tilt"], 1.0)
     image = cv2.warpAffine(image.astype(np.float32), rotation, (n, n),
                            borderMode=cv2.BORDER_REPLICATE)
@@ -285,8 +288,8 @@ def render_chest(
     big = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
     if view == "AP":
         big = cv2.GaussianBlur(big, (0, 0), scale * 0.6)
-    big += rng.standard_normal((size, size), dtype=np.float32) * np.float32(0.012)
-    big += cv2.resize(_smooth_noise(rng, (n // 4, n // 4), 1.0), (size, size)) * 0.015
+    big += exposure_rng.standard_normal((size, size), dtype=np.float32) * np.float32(0.012)
+    big += cv2.resize(_smooth_noise(exposure_rng, (n // 4, n // 4), 1.0), (size, size)) * 0.015
     out = np.clip(big * 255.0, 0, 255).astype(np.uint8)
 
     # the boxes follow the small rotation applied to the image
