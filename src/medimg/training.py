@@ -137,7 +137,8 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="medimg-"))
     cbs = callbacks(run_dir, monitor=monitor, patience=patience, tensorboard=tensorboard)
     history = model.fit(train_data, validation_data=validation_data, epochs=int(epochs),
-                        callbacks=cbs, class_weight=class_weight, verbose=verbose)
+                        callbacks=cbs, class_weight=class_weight, verbose=verbose,
+                        shuffle=False)  # tf.data pipelines shuffle themselves
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", range(1, len(table) + 1))
     mode_max = any(k in monitor for k in ("auc", "acc", "dice", "precision", "recall"))

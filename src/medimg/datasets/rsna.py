@@ -249,3 +249,659 @@ def patients(labels: Any, images_dir: str | os.PathLike | None = None) -> Any:
     table["path"] = pd.array([str(images_dir / name) for name in names], dtype="string")
     table.attrs["layout"] = labels.attrs.get("layout")
     return table
+
+
+# =======================================================================================
+# Issue 5: features, patient-level split, preprocessed image cache and tf.data pipeline
+# for the pneumonia classifier (notebook 03). Everything below this line belongs to it.
+# =======================================================================================
+
+#: Age buckets in years: [0, 20), [20, 40), [40, 60), [60, 80), [80, 120].
+AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+")
+_AGE_EDGES = (0, 20, 40, 60, 80, 121)
+#: Oldest age accepted as real (older, e.g. the real set's 148-155, counts as unknown).
+MAX_AGE_YEARS = 120
+VIEW_POSITIONS = ("AP", "PA")
+SEXES = ("F", "M")
+#: Columns of the feature vector, in order: one-hot age bucket, view position and sex,
+#: each with an ``unknown`` column that is 1 when the value is missing or impossible.
+FEATURE_COLUMNS = (
+    "age_0_20", "age_20_40", "age_40_60", "age_60_80", "age_80_plus", "age_unknown",
+    "view_AP", "view_PA", "view_unknown",
+    "sex_F", "sex_M", "sex_unknown",
+)
+#: Version of the cache format and preprocessing; bump to invalidate old caches.
+CACHE_VERSION = 1
+
+__all__ += [
+    "AGE_BUCKETS", "FEATURE_COLUMNS", "RsnaCache", "build_cache", "dataset",
+    "feature_table", "features", "predict", "preprocess_image", "split",
+]
+
+
+def features(table: Any) -> Any:
+    """Model features from metadata: age bucket, view position and sex, one-hot.
+
+    Documented defaults for bad values (never guessed, always counted): a
+    missing, unreadable, negative or impossible age (``> 120``, such as the real
+    set's 148) sets ``age_unknown``; a view position other than AP/PA (missing,
+    ``LL``, ...) sets ``view_unknown``; a sex other than F/M sets ``sex_unknown``.
+    The counts are in ``attrs["defaults"]``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Needs ``age_years`` (numeric, missing allowed), ``view_position`` and ``sex``
+        (strings or categories), as :func:`medimg.io.dicom_metadata` gives them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy of ``table`` with ``age_bucket`` (ordered category of
+        :data:`AGE_BUCKETS`, missing when unknown) and the float32 columns of
+        :data:`FEATURE_COLUMNS`.
+
+    Raises
+    ------
+    LayoutError
+        A required column is absent.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = features(pd.DataFrame({"age_years": [35, 148], "view_position": ["PA", "LL"],
+    ...                            "sex": ["F", "M"]}))
+    >>> t.age_bucket.tolist(), t.attrs["defaults"]["age_unknown"]
+    (['20-40', nan], 1)
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in ("age_years", "view_position", "sex") if c not in table.columns]
+    if missing:
+        raise LayoutError(f"features: missing column(s) {missing} (expected the output of "
+                          "medimg.io.dicom_metadata)")
+    out = table.copy()
+    age = pd.to_numeric(out["age_years"], errors="coerce").astype("float64")
+    impossible = age.notna() & ((age < 0) | (age > MAX_AGE_YEARS))
+    age = age.mask(impossible)
+    bucket = pd.cut(age, bins=list(_AGE_EDGES), labels=list(AGE_BUCKETS), right=False)
+    out["age_bucket"] = bucket
+    for label, column in zip(AGE_BUCKETS, FEATURE_COLUMNS[:5], strict=True):
+        out[column] = (bucket == label).astype("float32")
+    out["age_unknown"] = bucket.isna().astype("float32")
+
+    def one_hot(column: str, values: tuple[str, ...], prefix: str) -> Any:
+        text = out[column].astype("string").str.strip().str.upper()
+        for value in values:
+            out[f"{prefix}_{value}"] = (text == value).fillna(False).astype("float32")
+        known = text.isin(values).fillna(False)
+        out[f"{prefix}_unknown"] = (~known).astype("float32")
+        return ~known
+
+    view_unknown = one_hot("view_position", VIEW_POSITIONS, "view")
+    sex_unknown = one_hot("sex", SEXES, "sex")
+    out.attrs["defaults"] = {
+        "age_unknown": int(bucket.isna().sum()),
+        "age_impossible": int(impossible.sum()),
+        "view_unknown": int(np.asarray(view_unknown).sum()),
+        "sex_unknown": int(np.asarray(sex_unknown).sum()),
+    }
+    return out
+
+
+def feature_table(patients_table: Any, metadata: Any) -> Any:
+    """Patients (from :func:`patients`) joined with their metadata and :func:`features`.
+
+    Parameters
+    ----------
+    patients_table : pandas.DataFrame
+        ``patientId``, ``Target``, ``path`` ... one row per patient.
+    metadata : pandas.DataFrame
+        From :func:`medimg.io.dicom_metadata` on the same paths (joined on ``path``).
+        Files whose header failed to read keep their row, with unknown features.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per patient, ``patientId`` order of ``patients_table``; the metadata
+        columns, ``age_bucket`` and :data:`FEATURE_COLUMNS`. ``attrs["defaults"]``
+        counts the documented defaults and adds ``metadata_errors``.
+    """
+    meta = metadata.drop(columns=[c for c in ("patientId",) if c in metadata.columns])
+    meta = meta.assign(path=meta["path"].astype("string")).drop_duplicates("path")
+    left = patients_table.assign(path=patients_table["path"].astype("string"))
+    merged = left.merge(meta, on="path", how="left", validate="one_to_one")
+    out = features(merged)
+    errors = int(merged["error"].notna().sum()) if "error" in merged else 0
+    out.attrs["defaults"] = {**out.attrs["defaults"], "metadata_errors": errors}
+    out.attrs["layout"] = patients_table.attrs.get("layout")
+    return out
+
+
+def split(table: Any, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
+          seed: int = 0, stratify: str = "Target") -> Any:
+    """Patient-level train/validation/test split, stratified by ``Target``.
+
+    Each patient goes to exactly one part. Within each ``stratify`` class the
+    patients are shuffled (seeded) and ``round(n * fraction)`` go to test and to
+    validation (at least one each when the class has three or more patients), the
+    rest to training, so every part keeps the class balance, down to small sets.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per patient (``patientId`` and ``stratify`` columns); several rows of
+        one patient (boxes) raise, since rows of one patient must never be split.
+    val_fraction, test_fraction : float
+        Fractions of patients, each in [0, 1), summing to less than 1.
+    seed : int
+        Shuffling seed.
+    stratify : str
+        Column to stratify by.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``table`` with a ``split`` column (category: train, val, test).
+
+    Raises
+    ------
+    LayoutError
+        Missing columns, or a patient appears in more than one row.
+    ConfigError
+        Invalid fractions.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..errors import ConfigError
+
+    for column in ("patientId", stratify):
+        if column not in table.columns:
+            raise LayoutError(f"split: missing column {column!r}")
+    duplicated = table["patientId"][table["patientId"].duplicated()]
+    if len(duplicated):
+        raise LayoutError(f"split: {duplicated.nunique()} patient(s) have more than one row "
+                          f"(e.g. {_examples(duplicated)}); use patients() first")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1
+            and val_fraction + test_fraction < 1):
+        raise ConfigError(f"split: fractions must be in [0, 1) and sum below 1, got "
+                          f"val={val_fraction}, test={test_fraction}")
+    rng = np.random.default_rng(seed)
+    parts = np.empty(len(table), dtype=object)
+    groups = table[stratify].astype("string").fillna("<missing>").to_numpy()
+    for value in sorted(set(groups)):
+        members = np.flatnonzero(groups == value)
+        members = members[rng.permutation(members.size)]
+        n = members.size
+        n_test = round(n * test_fraction)
+        n_val = round(n * val_fraction)
+        if n >= 3:
+            n_test = max(n_test, 1 if test_fraction > 0 else 0)
+            n_val = max(n_val, 1 if val_fraction > 0 else 0)
+        n_test = min(n_test, n)
+        n_val = min(n_val, n - n_test)
+        parts[members[:n_test]] = "test"
+        parts[members[n_test:n_test + n_val]] = "val"
+        parts[members[n_test + n_val:]] = "train"
+    out = table.copy()
+    out["split"] = pd.Categorical(parts, categories=["train", "val", "test"])
+    return out
+
+
+# --------------------------------------------------------------------------- cache
+@dataclass
+class RsnaCache:
+    """Preprocessed images on disk: ``images.npy`` (n, rows, cols) uint8 plus an index.
+
+    Attributes
+    ----------
+    directory : pathlib.Path
+        The cache folder (one per preprocessing setting).
+    images : numpy.ndarray
+        Memory-mapped ``(n, rows, cols)`` uint8.
+    index : pandas.DataFrame
+        ``patientId``, ``row`` (into ``images``; -1 for failures), ``flags`` (the
+        documented defaults applied, ``;``-separated) and ``error``.
+    settings : dict
+        The preprocessing settings (image shape, spacing, CLAHE).
+    counts : dict
+        ``images``, ``built`` (this call), ``reused``, ``failed`` and one count per flag.
+    """
+
+    directory: Path
+    images: Any
+    index: Any
+    settings: dict
+    counts: dict
+
+    @property
+    def failed(self) -> Any:
+        """Index rows whose file could not be turned into an image (with the error)."""
+        return self.index[self.index["error"].notna()]
+
+    def rows(self, patient_ids: Any) -> Any:
+        """Rows into :attr:`images` for ``patient_ids`` (-1 where absent or failed)."""
+        import pandas as pd
+
+        lookup = pd.Series(self.index["row"].to_numpy(), index=self.index["patientId"])
+        return lookup.reindex(pd.Index(patient_ids, dtype="string")).fillna(-1).astype(
+            "int64").to_numpy()
+
+
+def _cache_key(settings: dict) -> str:
+    rows, cols = settings["image_shape"]
+    spacing = settings["spacing_mm"]
+    grid = "x".join(str(g) for g in settings["tile_grid"])
+    fov = f"{spacing:g}mm" if spacing else "fit"
+    return (f"v{CACHE_VERSION}_{rows}x{cols}_{fov}_clahe{settings['clip_limit']:g}"
+            f"_{grid}")
+
+
+def _to_uint8(pixels: Any, flags: list[str]) -> Any:
+    """8-bit grey levels: as they are when they already fit, else a robust rescale."""
+    import numpy as np
+
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        pixels = np.where(finite, pixels, 0)
+        flags.append("non_finite_pixels")
+    low, high = float(pixels.min()), float(pixels.max())
+    if low >= 0 and high <= 255 and np.all(pixels == np.round(pixels)):
+        return pixels.astype(np.uint8)
+    # 16-bit (or rescaled) images: the 0.5-99.5 percentile range becomes 0-255, so a few
+    # extreme pixels (markers, collimator edges) do not squash the lungs' contrast.
+    flags.append("rescaled_to_8bit")
+    lo, hi = np.percentile(pixels, (0.5, 99.5))
+    if hi <= lo:
+        hi = lo + 1.0
+    scaled = (pixels.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] = (128, 128),
+                     spacing_mm: float = 0.0, clip_limit: float = 4.0,
+                     tile_grid: tuple[int, int] = (8, 8),
+                     flags: list[str] | None = None) -> Any:
+    """One chest X-ray to the model's pixels: 8-bit, one resize, letterbox, CLAHE.
+
+    Resampling to an isotropic spacing and resizing to a fixed shape compose into
+    one scaling, so it is done as one interpolation (area averaging when
+    shrinking) from the native pixels: with ``spacing_mm=0`` the spacing is chosen
+    so the whole field of view fits ``image_shape`` (a square 1024x1024 image
+    becomes exactly ``image_shape``; a non-square one is centred with black bars,
+    keeping its aspect in millimetres); with ``spacing_mm > 0`` the image is
+    resampled to that spacing and centre-cropped or padded to ``image_shape``.
+    CLAHE then runs on the pixels the model sees.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        ``(rows, cols)`` from :func:`medimg.io.dicom_pixels` (float32).
+    spacing : (float, float) or None
+        Pixel spacing ``(row_mm, col_mm)``; None: square pixels assumed (flagged).
+    image_shape : (int, int)
+        Output ``(rows, cols)``.
+    spacing_mm : float
+        Target isotropic spacing in mm, or 0 to fit the field of view.
+    clip_limit, tile_grid :
+        CLAHE settings (:func:`medimg.intensity.clahe`).
+    flags : list of str, optional
+        Receives the documented defaults applied (``rescaled_to_8bit``,
+        ``letterboxed``, ``cropped``, ``spacing_missing``, ...).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``image_shape`` uint8.
+    """
+    import numpy as np
+
+    from ..errors import InvalidImageError
+    from ..intensity import clahe
+    from ..spatial import crop_or_pad, resize
+
+    flags = [] if flags is None else flags
+    image = np.asarray(pixels)
+    if image.ndim == 3 and image.shape[-1] == 3:
+        image = image.mean(axis=-1)
+        flags.append("colour_to_grey")
+    elif image.ndim == 3:
+        image = image[0]
+        flags.append("first_frame_only")
+    if image.ndim != 2 or min(image.shape) < 2:
+        raise InvalidImageError(f"expected a 2-D image, got shape {image.shape}")
+    if spacing is None:
+        spacing = (1.0, 1.0)
+        flags.append("spacing_missing")
+    row_mm, col_mm = (float(s) for s in spacing)
+    if not (np.isfinite(row_mm) and np.isfinite(col_mm) and row_mm > 0 and col_mm > 0):
+        raise InvalidImageError(f"invalid pixel spacing {spacing!r} (expected positive mm)")
+    rows, cols = (int(s) for s in image_shape)
+    height_mm, width_mm = image.shape[0] * row_mm, image.shape[1] * col_mm
+    step = float(spacing_mm) if spacing_mm and spacing_mm > 0 else max(height_mm / rows,
+                                                                       width_mm / cols)
+    size = (max(1, round(height_mm / step)), max(1, round(width_mm / step)))
+    image8 = _to_uint8(image, flags)
+    scaled = resize(image8, size)
+    if size != (rows, cols):
+        flags.append("cropped" if size[0] > rows or size[1] > cols else "letterboxed")
+        scaled = crop_or_pad(scaled, (rows, cols), value=0)
+    return clahe(scaled, clip_limit, tile_grid)
+
+
+def _cache_item(item: tuple[str, str, str, dict]) -> list[str]:
+    """Worker: one DICOM to one cached ``.npz`` (image + flags); returns the flags."""
+    import numpy as np
+
+    from .._fsutil import atomic_path
+    from ..errors import InvalidImageError
+    from ..io import dicom_pixels, read_dicom
+
+    _, path, out_path, settings = item
+    ds = read_dicom(path)
+    flags: list[str] = []
+    spacing = ds.get("PixelSpacing")
+    try:
+        spacing = tuple(float(v) for v in spacing)[:2] if spacing is not None else None
+        if spacing is not None and len(spacing) != 2:
+            spacing = None
+    except (TypeError, ValueError):
+        spacing = None
+    try:
+        image = preprocess_image(dicom_pixels(ds), spacing,
+                                 image_shape=tuple(settings["image_shape"]),
+                                 spacing_mm=settings["spacing_mm"],
+                                 clip_limit=settings["clip_limit"],
+                                 tile_grid=tuple(settings["tile_grid"]), flags=flags)
+    except InvalidImageError as exc:
+        raise InvalidImageError(exc.detail, path) from None
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, image=image, flags=np.array(";".join(flags)))
+    return flags
+
+
+def build_cache(
+    table: Any,
+    cache_dir: str | os.PathLike,
+    *,
+    image_shape: tuple[int, int] = (128, 128),
+    spacing_mm: float = 0.0,
+    clip_limit: float = 4.0,
+    tile_grid: tuple[int, int] = (8, 8),
+    n_jobs: int | None = -1,
+    progress: bool = True,
+    force: bool = False,
+) -> RsnaCache:
+    """Decode, resize and CLAHE every patient's image once, into a uint8 array on disk.
+
+    Work is spread over processes (:func:`medimg._parallel.map_items`, progress
+    bar). Each image is first written atomically as its own small file, so an
+    interrupted build resumes where it stopped; when all are done they are
+    gathered into one ``images.npy`` (memory-mapped by readers) with
+    ``index.csv``, and the small files are removed. A later call with the same
+    settings reuses the cache, building only patients it lacks. A file that no
+    longer decodes becomes an index row with its error (counted; the batch goes
+    on); :func:`dataset` leaves such patients out.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        ``patientId`` and ``path`` (e.g. :func:`patients`).
+    cache_dir : path
+        Parent folder; the cache goes to a subfolder named after the settings.
+    image_shape, spacing_mm, clip_limit, tile_grid :
+        Preprocessing (:func:`preprocess_image`).
+    n_jobs : int
+        Worker processes (-1: every core).
+    progress : bool
+        Progress bar.
+    force : bool
+        Rebuild everything.
+
+    Returns
+    -------
+    RsnaCache
+    """
+    import json
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from .._fsutil import atomic_path, atomic_write_text
+    from .._parallel import map_items
+
+    for column in ("patientId", "path"):
+        if column not in table.columns:
+            raise LayoutError(f"build_cache: missing column {column!r}")
+    settings = {"image_shape": [int(s) for s in image_shape], "spacing_mm": float(spacing_mm),
+                "clip_limit": float(clip_limit), "tile_grid": [int(t) for t in tile_grid],
+                "version": CACHE_VERSION}
+    directory = Path(cache_dir) / _cache_key(settings)
+    if force and directory.exists():
+        shutil.rmtree(directory)
+    items_dir = directory / "items"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    images_path, index_path = directory / "images.npy", directory / "index.csv"
+    wanted = table[["patientId", "path"]].drop_duplicates("patientId")
+    ids = wanted["patientId"].astype(str).tolist()
+
+    # What is already there: the gathered array (earlier builds) and single items
+    # (an interrupted build).
+    old_images, old_index = None, None
+    if images_path.is_file() and index_path.is_file():
+        old_images = np.load(images_path, mmap_mode="r")
+        old_index = pd.read_csv(index_path, dtype={"patientId": "string", "flags": "string",
+                                                   "error": "string"})
+    old_rows = ({} if old_index is None else
+                {pid: (row, flags) for pid, row, flags, err in old_index[
+                    ["patientId", "row", "flags", "error"]].itertuples(index=False)
+                 if row >= 0 and pd.isna(err)})
+    todo = [(pid, str(path), str(items_dir / f"{pid}.npz"), settings)
+            for pid, path in wanted.itertuples(index=False)
+            if pid not in old_rows and not (items_dir / f"{pid}.npz").is_file()]
+    results = map_items(_cache_item, todo, n_jobs=n_jobs, progress=progress,
+                        desc="RSNA cache", unit="image")
+    errors = {r.item[0]: r.error for r in results if not r.ok}
+
+    all_ids = list(dict.fromkeys([*old_rows, *ids]))
+    stack, index_rows = [], []
+    for pid in all_ids:
+        item = items_dir / f"{pid}.npz"
+        if pid in errors:
+            index_rows.append((pid, -1, None, errors[pid]))
+        elif pid in old_rows:
+            row, flags = old_rows[pid]
+            stack.append(np.asarray(old_images[row]))
+            index_rows.append((pid, len(stack) - 1, None if pd.isna(flags) else flags, None))
+        elif item.is_file():
+            with np.load(item) as data:
+                stack.append(data["image"])
+                flags = str(data["flags"])
+            index_rows.append((pid, len(stack) - 1, flags or None, None))
+    index = pd.DataFrame(index_rows, columns=["patientId", "row", "flags", "error"])
+    n_new = len(results) - len(errors)
+    if n_new or errors or old_index is None or len(index) != len(old_index):
+        array = (np.stack(stack) if stack else
+                 np.zeros((0, *settings["image_shape"]), dtype=np.uint8))
+        old_images = None  # release the memory map before replacing the file
+        with atomic_path(images_path) as tmp:
+            np.save(tmp, array)
+        atomic_write_text(index_path, index.to_csv(index=False))
+        atomic_write_text(directory / "settings.json", json.dumps(settings))
+    shutil.rmtree(items_dir, ignore_errors=True)
+
+    images = np.load(images_path, mmap_mode="r")
+    index = pd.read_csv(index_path, dtype={"patientId": "string", "flags": "string",
+                                           "error": "string"})
+    flag_counts: dict[str, int] = {}
+    for flags in index["flags"].dropna():
+        for flag in str(flags).split(";"):
+            if flag:
+                flag_counts[flag] = flag_counts.get(flag, 0) + 1
+    requested = index[index["patientId"].isin(ids)]
+    counts = {"images": int((requested["row"] >= 0).sum()), "built": int(n_new),
+              "reused": int(len(ids) - n_new - len(errors)),
+              "failed": int(requested["error"].notna().sum()), **flag_counts}
+    return RsnaCache(directory=directory, images=images, index=index, settings=settings,
+                     counts=counts)
+
+
+# --------------------------------------------------------------------------- tf.data
+def _augment_batch(tf: Any, images: Any, seed: Any, *, max_shift: float = 0.06,
+                   max_zoom: float = 0.08, max_rotation_deg: float = 5.0,
+                   max_brightness: float = 0.05, max_contrast: float = 0.1) -> Any:
+    """Random small shift, zoom, rotation, brightness and contrast, per image (stateless)."""
+    import math
+
+    shape = tf.shape(images)
+    n = shape[0]
+    height = tf.cast(shape[1], tf.float32)
+    width = tf.cast(shape[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+
+    def uniform(i, limit):
+        return tf.random.stateless_uniform([n], seeds[i], -limit, limit)
+
+    angle = uniform(0, max_rotation_deg * math.pi / 180.0)
+    scale = 1.0 + uniform(1, max_zoom)
+    dx = uniform(2, max_shift) * width
+    dy = uniform(3, max_shift) * height
+    # Output pixel (x, y) samples input A @ (x, y) + b: rotation and zoom about the centre.
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    a0, a1 = cos, -sin
+    b0, b1 = sin, cos
+    a2 = cx - a0 * cx - a1 * cy - dx
+    b2 = cy - b0 * cx - b1 * cy - dy
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3],
+        interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
+    brightness = uniform(4, max_brightness)[:, None, None, None]
+    contrast = 1.0 + uniform(5, max_contrast)[:, None, None, None]
+    mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+    out = (out - mean) * contrast + mean + brightness
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def _tf():
+    from .._backend import tensorflow
+
+    return tensorflow()
+
+
+def dataset(
+    cache: RsnaCache,
+    table: Any,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    augment: bool = False,
+    seed: int = 0,
+    feature_columns: tuple[str, ...] = FEATURE_COLUMNS,
+    drop_remainder: bool = False,
+) -> Any:
+    """A ``tf.data.Dataset`` of ``((image, features), target)`` batches from the cache.
+
+    The images of the requested patients are read from the cache once (uint8,
+    memory-mapped) and batches are gathered by index, so an epoch costs a gather
+    and a conversion, never a decode. Shuffling reshuffles the patients every
+    epoch (seeded); the conversion to float32 in [0, 1] and the optional
+    augmentation (small random shift, zoom, rotation, brightness and contrast;
+    no flips, since the heart sits on the left) run as a parallel map on whole
+    batches; batches are prefetched.
+
+    Parameters
+    ----------
+    cache : RsnaCache
+        From :func:`build_cache`.
+    table : pandas.DataFrame
+        The patients to serve (e.g. one part of :func:`split`): ``patientId``,
+        ``Target`` and ``feature_columns``. Patients whose image failed to build
+        are left out, with a warning giving their number.
+    batch_size : int
+    shuffle : bool
+        Shuffle patients (every epoch anew).
+    augment : bool
+        Random augmentation (training only).
+    seed : int
+        Seeds shuffling and augmentation.
+    feature_columns : tuple of str
+        Feature vector columns (default :data:`FEATURE_COLUMNS`).
+    drop_remainder : bool
+        Drop a last, smaller batch.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``((image (b, rows, cols, 1) float32, features (b, k) float32),
+        target (b,) float32)``. ``dataset.patient_ids`` is not available on a
+        Dataset, so the order of an unshuffled dataset is the order of ``table``
+        minus the failed patients (see :func:`predict`).
+    """
+    import warnings
+
+    import numpy as np
+
+    tf = _tf()
+    missing = [c for c in ("patientId", "Target", *feature_columns) if c not in table.columns]
+    if missing:
+        raise LayoutError(f"dataset: missing column(s) {missing}; build the table with "
+                          "feature_table()")
+    rows = cache.rows(table["patientId"].astype(str))
+    keep = rows >= 0
+    if not keep.all():
+        warnings.warn(f"dataset: {int((~keep).sum())} patient(s) have no cached image "
+                      "(failed to decode or not in the cache) and are left out",
+                      stacklevel=2)
+    images = np.asarray(cache.images[np.sort(rows[keep])])  # one sequential read
+    order = np.argsort(np.argsort(rows[keep]))
+    images = images[order]
+    features_array = table.loc[keep, list(feature_columns)].to_numpy(np.float32)
+    targets = table.loc[keep, "Target"].to_numpy(np.float32)
+    n = len(targets)
+    images_t = tf.constant(images)
+    features_t = tf.constant(features_array.reshape(n, len(feature_columns)))
+    targets_t = tf.constant(targets)
+
+    ds = tf.data.Dataset.range(n)
+    if shuffle:
+        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
+
+    def gather(index):
+        image = tf.cast(tf.gather(images_t, index), tf.float32)[..., None] / 255.0
+        return image, tf.gather(features_t, index), tf.gather(targets_t, index)
+
+    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: (_augment_batch(tf, batch[0], s), *batch[1:]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda image, feats, target: ((image, feats), target))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model: Any, cache: RsnaCache, table: Any, *, batch_size: int = 64,
+            feature_columns: tuple[str, ...] = FEATURE_COLUMNS) -> Any:
+    """Scores of ``model`` for the patients of ``table`` (no shuffling, no augmentation).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``table`` that have a cached image, with a ``score`` column
+        (the predicted probability of Lung Opacity).
+    """
+    keep = cache.rows(table["patientId"].astype(str)) >= 0
+    subset = table.loc[keep].copy()
+    ds = dataset(cache, subset, batch_size=batch_size, shuffle=False, augment=False,
+                 feature_columns=feature_columns)
+    # A 1-tuple: Keras reads a dataset element (a, b) as (inputs, targets).
+    inputs_only = ds.map(lambda inputs, target: (inputs,))
+    subset["score"] = model.predict(inputs_only, verbose=0).reshape(-1)
+    return subset
