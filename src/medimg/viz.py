@@ -70,3 +70,177 @@ def overlay(image, truth=None, prediction=None, *, ax=None, window=None, labels=
         ax.set_title(title, fontsize=9)
     ax.set_axis_off()
     return ax.figure
+
+
+# ---------------------------------------------------------------------------------------
+# Image grids with boxes and metadata EDA plots (issue 3, notebook 01).
+# ---------------------------------------------------------------------------------------
+
+
+def image_grid(images, *, titles=None, boxes=None, ncols=4, panel_size=3.0, cmap="gray",
+               vmin=None, vmax=None, box_color="tab:red", suptitle=None):
+    """Show 2-D images in a grid, optionally with boxes drawn on them.
+
+    Parameters
+    ----------
+    images : sequence of array-like, each (rows, cols) or (rows, cols, 3)
+    titles : sequence of str, optional
+        One per image.
+    boxes : sequence of sequences of (x, y, width, height), optional
+        Per image, boxes in that image's pixel coordinates (RSNA convention:
+        ``x``, ``y`` the top-left corner).
+    ncols : int
+        Panels per row.
+    panel_size : float
+        Inches per panel.
+    cmap, vmin, vmax
+        Passed to ``imshow`` (greyscale by default; ``vmin``/``vmax`` default to
+        each image's range).
+    box_color : str
+    suptitle : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    images = list(images)
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                             squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if index >= len(images):
+            continue
+        ax.imshow(np.asarray(images[index]), cmap=cmap, vmin=vmin, vmax=vmax)
+        if titles is not None:
+            ax.set_title(str(titles[index]), fontsize=9)
+        for x, y, w, h in (boxes[index] if boxes is not None else []):
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor=box_color, linewidth=1.5))
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def category_rates(table, columns, *, by="class", normalize=True, ncols=3, panel_size=3.6):
+    """Stacked bars: how ``by`` (e.g. the class) splits within each category of each column.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per patient (or image).
+    columns : sequence of str
+        Categorical columns (view position, sex, age group ...).
+    by : str
+        The column whose mix is shown inside each bar.
+    normalize : bool
+        Show proportions (each bar sums to 1) rather than counts.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    columns = list(columns)
+    ncols = max(1, min(ncols, len(columns)))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                             squeeze=False)
+    for ax, column in zip(axes.ravel(), columns, strict=False):
+        counts = pd.crosstab(table[column], table[by], normalize="index" if normalize else False)
+        counts.plot(kind="bar", stacked=True, ax=ax, legend=False, colormap="viridis", width=0.8)
+        ax.set_xlabel(column)
+        ax.set_ylabel(f"share of {by}" if normalize else "count")
+        ax.tick_params(axis="x", rotation=0)
+    for ax in axes.ravel()[len(columns):]:
+        ax.axis("off")
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False,
+               bbox_to_anchor=(0.5, 1.02), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return fig
+
+
+def distributions_by(table, columns, *, by="class", ncols=3, panel_size=3.6, bins=25):
+    """Histograms (densities) of numeric columns, one colour per value of ``by``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    columns : sequence of str
+        Numeric columns (age, pixel spacing, intensity statistics ...). Missing
+        values are left out.
+    by : str
+        Grouping column (class, Target, view position).
+    bins : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    columns = list(columns)
+    ncols = max(1, min(ncols, len(columns)))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                             squeeze=False)
+    frame = table.copy()
+    frame[by] = frame[by].astype(str)
+    for ax, column in zip(axes.ravel(), columns, strict=False):
+        data = frame[[column, by]].dropna()
+        data[column] = data[column].astype(float)
+        sns.histplot(data=data, x=column, hue=by, stat="density", common_norm=False,
+                     element="step", bins=bins, ax=ax, legend=ax is axes.ravel()[0])
+    for ax in axes.ravel()[len(columns):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def intensity_histogram(values, *, spans=None, xlabel="intensity", bins=120, log=True,
+                        figsize=(7.0, 2.8)):
+    """Histogram of image intensities with shaded ranges (e.g. CT windows in HU).
+
+    Parameters
+    ----------
+    values : array-like
+        Any shape; flattened.
+    spans : mapping of str to (center, width), optional
+        Ranges to shade, labelled by their key (``{"lung": (-600, 1500)}``).
+    xlabel : str
+    bins : int
+    log : bool
+        Logarithmic counts (air and background otherwise dwarf everything).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.hist(np.asarray(values, dtype=np.float64).ravel(), bins=bins, color="0.3")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, (center, width)) in enumerate((spans or {}).items()):
+        ax.axvspan(center - width / 2, center + width / 2, alpha=0.15,
+                   color=colours[(index + 1) % len(colours)], label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pixels")
+    if spans:
+        ax.legend(fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    fig.tight_layout()
+    return fig

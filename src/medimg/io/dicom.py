@@ -33,9 +33,11 @@ from .volume import Volume
 __all__ = [
     "DEFAULT_METADATA_FIELDS",
     "FORBIDDEN_FIELDS",
+    "HIDDEN_IN_DISPLAY",
     "LPS_TO_RAS",
     "dicom_metadata",
     "dicom_pixels",
+    "header_table",
     "opaque_ids",
     "parse_age",
     "read_dicom",
@@ -631,7 +633,8 @@ def dicom_metadata(
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     results = map_items(partial(_metadata_chunk, fields=fields, pixel_stats=pixel_stats),
                         chunks, n_jobs=workers, progress=progress,
-                        desc="DICOM metadata", unit=f"x{chunk} files")
+                        desc=f"DICOM metadata ({len(paths)} files)",
+                        unit="file" if chunk == 1 else f"chunk of {chunk}")
     rows: list[dict[str, Any]] = []
     for result in results:
         if result.ok:
@@ -705,3 +708,60 @@ def opaque_ids(values: Iterable[Any], *, salt: str = "medimg", length: int = 10)
         digest = hashlib.sha256(f"{salt}:{value}".encode()).hexdigest()[:length]
         out.append(f"p{digest}")
     return out
+
+
+#: Fields :func:`header_table` masks by default (identifying, even when anonymised).
+HIDDEN_IN_DISPLAY = FORBIDDEN_FIELDS | {"PatientID", "OtherPatientIDs", "OtherPatientIDsSequence",
+                                        "AccessionNumber", "InstitutionName", "InstitutionAddress"}
+
+
+def header_table(ds: Any, keywords: Sequence[str] | None = None, *,
+                 hide: Iterable[str] = HIDDEN_IN_DISPLAY, max_chars: int = 64) -> Any:
+    """The elements of a DICOM header as a table, identifying values masked.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A dataset (file meta elements are listed first when present).
+    keywords : sequence of str, optional
+        Only these elements, in this order (absent ones are left out).
+    hide : iterable of str
+        Keywords whose values are replaced by ``"<hidden>"``.
+    max_chars : int
+        Longer values are shortened; pixel data is summarised by its size.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``tag``, ``keyword``, ``VR``, ``value`` (strings), in file order;
+        sequences appear as one row with their item count.
+    """
+    import pandas as pd
+
+    hide = set(hide)
+    rows = []
+    meta = getattr(ds, "file_meta", None)
+    if keywords is None:
+        elements = list(meta or []) + list(ds)
+    else:
+        elements = [(meta if meta is not None and k in meta else ds)[k] for k in keywords
+                    if k in ds or (meta is not None and k in meta)]
+    for element in elements:
+        keyword = element.keyword or "(private)"
+        if keyword in hide:
+            value = "<hidden>"
+        elif element.VR == "SQ":
+            value = f"<sequence of {len(element.value)} item(s)>"
+        elif keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            value = f"<{len(element.value):,} bytes>"
+        elif isinstance(element.value, bytes):
+            value = f"<{len(element.value)} bytes>"
+        else:
+            value = str(element.value)
+            name = getattr(element.value, "name", value) if element.VR == "UI" else value
+            if name != value:  # a registered UID: say what it means
+                value = f"{value} ({name})"
+        if len(value) > max_chars:
+            value = value[: max_chars - 3] + "..."
+        rows.append((str(element.tag), keyword, str(element.VR), value))
+    return pd.DataFrame(rows, columns=["tag", "keyword", "VR", "value"])
