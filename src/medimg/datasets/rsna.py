@@ -533,7 +533,8 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     becomes exactly ``image_shape``; a non-square one is centred with black bars,
     keeping its aspect in millimetres); with ``spacing_mm > 0`` the image is
     resampled to that spacing and centre-cropped or padded to ``image_shape``.
-    CLAHE then runs on the pixels the model sees.
+    CLAHE runs on the pixels the model sees: after the crop, before the black
+    padding (which would otherwise skew the tile histograms and turn grey).
 
     Parameters
     ----------
@@ -585,10 +586,18 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     size = (max(1, round(height_mm / step)), max(1, round(width_mm / step)))
     image8 = _to_uint8(image, flags)
     scaled = resize(image8, size)
-    if size != (rows, cols):
-        flags.append("cropped" if size[0] > rows or size[1] > cols else "letterboxed")
-        scaled = crop_or_pad(scaled, (rows, cols), value=0)
-    return clahe(scaled, clip_limit, tile_grid)
+    if size[0] > rows or size[1] > cols:
+        flags.append("cropped")
+        scaled = crop_or_pad(scaled, (min(size[0], rows), min(size[1], cols)))
+    if scaled.shape[0] >= tile_grid[0] and scaled.shape[1] >= tile_grid[1]:
+        # CLAHE sees the pixels the model gets, not the black bars added below.
+        scaled = clahe(scaled, clip_limit, tile_grid)
+        if scaled.shape != (rows, cols):
+            flags.append("letterboxed")
+            scaled = crop_or_pad(scaled, (rows, cols), value=0)
+        return scaled
+    flags.append("letterboxed")
+    return clahe(crop_or_pad(scaled, (rows, cols), value=0), clip_limit, tile_grid)
 
 
 def _cache_item(item: tuple[str, str, str, dict]) -> list[str]:
