@@ -408,6 +408,19 @@ def test_metadata_pixel_stats_decode_and_flag_truncation(metadata_files):
     assert "truncated" in table.error[3]
 
 
+def test_metadata_pixel_stats_follow_rescale_and_monochrome1(tmp_path):
+    ds = pydicom.dcmread(_path("CT_small.dcm"))
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.RescaleSlope = "2"
+    ds.save_as(tmp_path / "m1.dcm", enforce_file_format=True)
+    expected = dicom_pixels(tmp_path / "m1.dcm")
+    table = dicom_metadata([tmp_path / "m1.dcm"], pixel_stats=True, n_jobs=1, progress=False)
+    assert table.pixel_min[0] == pytest.approx(float(expected.min()))
+    assert table.pixel_max[0] == pytest.approx(float(expected.max()))
+    assert table.pixel_mean[0] == pytest.approx(float(expected.mean(dtype=np.float64)))
+    assert table.pixel_std[0] == pytest.approx(float(expected.std(dtype=np.float64)), rel=1e-5)
+
+
 def test_metadata_parallel_equals_serial(metadata_files):
     serial = dicom_metadata(metadata_files * 3, n_jobs=1, progress=False)
     parallel = dicom_metadata(metadata_files * 3, n_jobs=2, progress=False)

@@ -61,6 +61,9 @@ DEFAULT_METADATA_FIELDS = (
     "PhotometricInterpretation",
 )
 
+# Rough per-file costs (1024x1024 JPEG CR, one core) deciding when processes pay off.
+_HEADER_SECONDS, _DECODE_SECONDS, _MIN_PARALLEL_SECONDS = 0.0005, 0.006, 0.5
+
 #: Oldest plausible age in years; older ages (the RSNA set has 148-155) are flagged.
 MAX_PLAUSIBLE_AGE = 120
 
@@ -526,16 +529,45 @@ def _metadata_row(path: str, *, fields: tuple[str, ...], pixel_stats: bool) -> d
             row[keyword] = _plain_value(ds.get(keyword))
     if pixel_stats:
         try:
-            image = dicom_pixels(ds)
+            row.update(_pixel_statistics(ds))
         except DecodeError as exc:
             row["error"] = exc.detail
-        else:
-            row["pixel_min"] = float(image.min())
-            row["pixel_max"] = float(image.max())
-            row["pixel_mean"] = float(image.mean(dtype=np.float64))
-            row["pixel_std"] = float(image.std(dtype=np.float64))
     row["issues"] = "; ".join(flags) if flags else None
     return row
+
+
+def _pixel_statistics(ds: Any) -> dict[str, float]:
+    """min, max, mean, std of :func:`dicom_pixels` without building the float image.
+
+    For the common case (one greyscale frame, a linear Modality LUT) the statistics of
+    the stored integers are mapped through ``a * x + b`` (the rescale, and the
+    MONOCHROME1 mirror): one OpenCV pass over the stored array instead of a float32
+    copy and four NumPy reductions. Anything else goes through :func:`dicom_pixels`.
+    """
+    import cv2
+
+    where = getattr(ds, "filename", None) or "<dataset>"
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    simple = (photometric in ("MONOCHROME1", "MONOCHROME2") and not ds.get("ModalityLUTSequence")
+              and int(ds.get("NumberOfFrames", 1) or 1) == 1)
+    if simple:
+        stored = _decode(ds, where)
+        if stored.ndim == 2 and stored.dtype in (np.uint8, np.uint16, np.int16, np.float32):
+            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            a, b = slope, intercept
+            if photometric == "MONOCHROME1":
+                low, high = _modality_range(ds)
+                a, b = -slope, low + high - intercept
+            low_value, high_value, _, _ = cv2.minMaxLoc(stored)
+            mean, std = cv2.meanStdDev(stored)
+            ends = sorted((a * low_value + b, a * high_value + b))
+            return {"pixel_min": ends[0], "pixel_max": ends[1],
+                    "pixel_mean": a * float(mean[0, 0]) + b, "pixel_std": abs(a) * float(std[0, 0])}
+    image = dicom_pixels(ds)
+    return {"pixel_min": float(image.min()), "pixel_max": float(image.max()),
+            "pixel_mean": float(image.mean(dtype=np.float64)),
+            "pixel_std": float(image.std(dtype=np.float64))}
 
 
 def _metadata_chunk(paths: Sequence[str], *, fields: tuple[str, ...],
@@ -590,7 +622,8 @@ def dicom_metadata(
         Also decode each image (:func:`dicom_pixels`) and add ``pixel_min``,
         ``pixel_max``, ``pixel_mean``, ``pixel_std`` (float, modality units).
     n_jobs : int, optional
-        Worker processes (-1: every core; 1: this process).
+        Worker processes (-1: every core, but this process alone when the batch
+        is too small to repay starting a pool; a positive number is obeyed).
     progress : bool
         Show a progress bar.
 
@@ -627,6 +660,11 @@ def dicom_metadata(
         raise ValueError(f"dicom_metadata never reads identifying fields; remove {forbidden}")
     paths = [os.fspath(p) for p in paths]
     workers = min(resolve_n_jobs(n_jobs), max(1, len(paths)))
+    # A process pool costs about a second to start: use it only when the work would take
+    # longer than that in this process.
+    serial_seconds = len(paths) * (_DECODE_SECONDS if pixel_stats else _HEADER_SECONDS)
+    if (n_jobs is None or n_jobs < 0) and serial_seconds < _MIN_PARALLEL_SECONDS:
+        workers = 1
     # Chunks amortise process round trips (a header read takes well under a millisecond)
     # while leaving enough pieces for the bar to move and the workers to balance.
     chunk = max(1, min(256, len(paths) // (workers * 8) or 1))
