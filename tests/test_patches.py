@@ -213,3 +213,47 @@ def test_gaussian_weights_peak_centre_and_positive_corners():
     w = patches.gaussian_weights((9, 9, 5))
     assert w.max() == pytest.approx(1.0) and w[4, 4, 2] == pytest.approx(1.0)
     assert w.min() > 0 and w[0, 0, 0] < w[4, 4, 2]
+
+
+def test_channel_statistics_match_intensity_standardize(rng):
+    from medimg.intensity import standardize
+
+    image = rng.normal(1000.0, 50.0, size=(20, 18, 70, 3)).astype(np.float32)
+    image[:4] = 0  # background outside the "brain"
+    mask = image[..., 0] != 0
+    mean, std = patches.channel_statistics(image, mask)
+    np.testing.assert_allclose(mean, image[mask].mean(0, dtype=np.float64), rtol=1e-5)
+    np.testing.assert_allclose(std, image[mask].astype(np.float64).std(0), rtol=1e-5)
+    same = patches.channel_statistics(image, "nonzero")
+    np.testing.assert_allclose(same[0], mean, rtol=1e-6)
+    np.testing.assert_allclose(same[1], std, rtol=1e-6)
+    np.testing.assert_allclose((image - mean) / std, standardize(image, mask=mask), atol=1e-4)
+    constant = np.full((4, 4, 4, 2), 7.0, np.float32)
+    m, s = patches.channel_statistics(constant)
+    np.testing.assert_allclose(m, 7.0) and np.testing.assert_allclose(s, 1.0)
+
+
+def test_patch_sampler_standardizes_with_subject_statistics(rng):
+    image, label = _volume(rng)
+    image = image * np.float32([3.0, 0.5]) + np.float32([100.0, -20.0])
+    sampler = patches.PatchSampler(image, label, (8, 8, 6), max_background=0.9,
+                                   standardize=True, mask=np.ones(label.shape, bool))
+    np.testing.assert_allclose(sampler.mean, image.reshape(-1, 2).mean(0), rtol=1e-5)
+    starts = sampler.starts(3, rng=5)
+    images, labels = sampler.sample(3, rng=5)
+    assert images.dtype == np.float32 and images.shape == (3, 8, 8, 6, 2)
+    for start, got, lab in zip(starts, images, labels, strict=True):
+        window = tuple(slice(a, a + 8 if i < 2 else a + 6) for i, a in enumerate(start))
+        np.testing.assert_allclose(got, (image[window] - sampler.mean) / sampler.std,
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(lab, label[window])
+    pairs = list(sampler.iter_patches(2, rng=1))
+    assert len(pairs) == 2 and pairs[0][0].flags.c_contiguous
+    assert sampler.n_allowed == len(patches.allowed_starts(label, (8, 8, 6), max_background=0.9))
+
+
+def test_patch_sampler_reports_nan_when_standardizing(rng):
+    image, label = _volume(rng)
+    image[5, 5, 5, 0] = np.inf
+    with pytest.raises(InvalidImageError, match=r"NaN or infinite.*\(5, 5, 5, 0\)"):
+        patches.PatchSampler(image, label, (8, 8, 8), standardize=True)

@@ -23,7 +23,9 @@ import numpy as np
 from .errors import InvalidImageError, PatchError
 
 __all__ = [
+    "PatchSampler",
     "allowed_starts",
+    "channel_statistics",
     "gaussian_weights",
     "grid_patches",
     "grid_starts",
@@ -57,23 +59,65 @@ def _window_sums(mask: np.ndarray, patch: tuple[int, ...]) -> np.ndarray:
     """Number of True voxels under every patch position (start ``i`` covers
     ``i .. i + patch - 1``), shape ``spatial - patch + 1``.
 
-    Separable running sums: along each axis a cumulative sum and one difference, so
-    each later axis works on an already shrunk array.
+    Separable running sums (a summed-area table, one axis at a time) over the bounding
+    box of the True voxels only: a tumour fills a few percent of a scan, so the work is
+    proportional to the tumour's box and the number of positions, not to the volume.
+    Along each axis, the window ``[s, s + p)`` is clipped to the box and its count read
+    as the difference of two cumulative sums.
     """
-    counts = mask.astype(np.int32 if mask.size < 2**31 else np.int64, copy=False)
-    for axis, p in enumerate(patch):
-        length = counts.shape[axis]
-        csum = np.cumsum(counts, axis=axis, dtype=counts.dtype)
-        head = [slice(None)] * counts.ndim
-        head[axis] = slice(p - 1, length)
-        window = csum[tuple(head)].copy()
-        tail_src = [slice(None)] * counts.ndim
-        tail_src[axis] = slice(0, length - p)
-        tail_dst = [slice(None)] * counts.ndim
-        tail_dst[axis] = slice(1, None)
-        window[tuple(tail_dst)] -= csum[tuple(tail_src)]
-        counts = window
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(i for i in range(mask.ndim) if i != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        box.append((int(hits[0]), int(hits[-1]) + 1))
+    counts = mask[tuple(slice(a, b) for a, b in box)].astype(np.int32)
+    for axis, (p, (b0, b1)) in enumerate(zip(patch, box, strict=True)):
+        starts = np.arange(mask.shape[axis] - p + 1)
+        low = np.clip(starts - b0, 0, b1 - b0)
+        high = np.clip(starts + p - b0, 0, b1 - b0)
+        pad = [(0, 0)] * counts.ndim
+        pad[axis] = (1, 0)
+        csum = np.pad(np.cumsum(counts, axis=axis, dtype=np.int64 if counts.size >= 2**31
+                                else np.int32), pad)
+        counts = np.take(csum, high, axis=axis) - np.take(csum, low, axis=axis)
     return counts
+
+
+def _allowed_flat(label: np.ndarray, patch_shape: Sequence[int],
+                  max_background: float) -> tuple[np.ndarray | None, tuple[int, ...]]:
+    """Flat indices (into the grid of starts) of the allowed starts, and that grid's
+    shape; ``None`` for "every position" (``max_background`` of 1)."""
+    label = np.asarray(label)
+    patch = _check_patch_shape(label.shape, patch_shape, "label")
+    if any(p > s for p, s in zip(patch, label.shape, strict=True)):
+        raise PatchError(
+            f"patch_shape {patch} is larger than the volume {label.shape} along at least one "
+            "axis; use a smaller patch or pad the volume (medimg.spatial.crop_or_pad)")
+    if not 0.0 <= float(max_background) <= 1.0:
+        raise PatchError(f"max_background must lie in [0, 1], got {max_background!r}")
+    grid = tuple(s - p + 1 for s, p in zip(label.shape, patch, strict=True))
+    needed = math.ceil((1.0 - float(max_background)) * math.prod(patch) - 1e-9)
+    if needed <= 0:
+        return None, grid
+    foreground = label != 0
+    total = int(np.count_nonzero(foreground))
+    if total == 0:
+        raise PatchError(
+            "label volume is empty (no foreground voxel), so no patch can have at most "
+            f"{max_background:.0%} background; skip this subject or set max_background=1")
+    if total < needed:
+        raise PatchError(
+            f"label has {total} foreground voxels but a patch of {patch} needs at least "
+            f"{needed} for at most {max_background:.0%} background; use a smaller patch or "
+            "a higher max_background")
+    counts = _window_sums(foreground, patch)
+    flat = np.flatnonzero(counts >= needed)
+    if flat.size == 0:
+        raise PatchError(
+            f"no position of a {patch} patch has at most {max_background:.0%} background "
+            f"(the best has {1 - counts.max() / math.prod(patch):.1%}); use a smaller patch "
+            "or a higher max_background")
+    return flat, grid
 
 
 def allowed_starts(label: np.ndarray, patch_shape: Sequence[int], *,
@@ -103,36 +147,9 @@ def allowed_starts(label: np.ndarray, patch_shape: Sequence[int], *,
         Patch larger than the label, bad threshold, empty label (with
         ``max_background < 1``), or no position satisfies the threshold.
     """
-    label = np.asarray(label)
-    patch = _check_patch_shape(label.shape, patch_shape, "label")
-    if any(p > s for p, s in zip(patch, label.shape, strict=True)):
-        raise PatchError(
-            f"patch_shape {patch} is larger than the volume {label.shape} along at least one "
-            "axis; use a smaller patch or pad the volume (medimg.spatial.crop_or_pad)")
-    if not 0.0 <= float(max_background) <= 1.0:
-        raise PatchError(f"max_background must lie in [0, 1], got {max_background!r}")
-    grid = tuple(s - p + 1 for s, p in zip(label.shape, patch, strict=True))
-    needed = math.ceil((1.0 - float(max_background)) * math.prod(patch) - 1e-9)
-    if needed <= 0:
-        return np.stack(np.unravel_index(np.arange(math.prod(grid)), grid), axis=1)
-    foreground = label != 0
-    total = int(np.count_nonzero(foreground))
-    if total == 0:
-        raise PatchError(
-            "label volume is empty (no foreground voxel), so no patch can have at most "
-            f"{max_background:.0%} background; skip this subject or set max_background=1")
-    if total < needed:
-        raise PatchError(
-            f"label has {total} foreground voxels but a patch of {patch} needs at least "
-            f"{needed} for at most {max_background:.0%} background; use a smaller patch or "
-            "a higher max_background")
-    counts = _window_sums(foreground, patch)
-    flat = np.flatnonzero(counts >= needed)
-    if flat.size == 0:
-        raise PatchError(
-            f"no position of a {patch} patch has at most {max_background:.0%} background "
-            f"(the best has {1 - counts.max() / math.prod(patch):.1%}); use a smaller patch "
-            "or a higher max_background")
+    flat, grid = _allowed_flat(label, patch_shape, max_background)
+    if flat is None:
+        flat = np.arange(math.prod(grid))
     return np.stack(np.unravel_index(flat, grid), axis=1)
 
 
@@ -160,26 +177,263 @@ def patch_starts(label: np.ndarray, patch_shape: Sequence[int], n: int, *,
     """
     if int(n) < 0:
         raise PatchError(f"n must be a non-negative integer, got {n!r}")
-    starts = allowed_starts(label, patch_shape, max_background=max_background)
-    if n > len(starts):
+    flat, grid = _allowed_flat(label, patch_shape, max_background)
+    return _draw(flat, grid, int(n), rng, max_background)
+
+
+def _draw(flat: np.ndarray | None, grid: tuple[int, ...], n: int, rng: Any,
+          max_background: float) -> np.ndarray:
+    available = math.prod(grid) if flat is None else len(flat)
+    if n > available:
         raise PatchError(
-            f"asked for {n} distinct patches but only {len(starts)} positions have at most "
+            f"asked for {n} distinct patches but only {available} positions have at most "
             f"{max_background:.0%} background")
-    chosen = _rng(rng).choice(len(starts), size=int(n), replace=False)
-    return starts[chosen]
+    chosen = _rng(rng).choice(available, size=n, replace=False)
+    if flat is not None:
+        chosen = flat[chosen]
+    return np.stack(np.unravel_index(chosen, grid), axis=1).astype(np.int64)
 
 
-def _check_image(image: np.ndarray, spatial_shape: tuple[int, ...], what: str) -> np.ndarray:
+def _all_finite(array: np.ndarray) -> bool:
+    """True when no element is NaN or infinite: one BLAS dot product (NaN and inf
+    propagate into the sum) instead of a boolean array the size of the volume."""
+    flat = array.reshape(-1) if array.flags.c_contiguous else np.ravel(array)
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float32)
+    width = 1024
+    rows = flat.size // width
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = (flat[: rows * width].reshape(rows, width) @ np.ones(width, flat.dtype)).sum() \
+            + flat[rows * width:].sum()
+    if np.isfinite(total):
+        return True
+    return bool(np.all(np.isfinite(flat)))  # an overflow of a finite sum is not an error
+
+
+def _check_image(image: np.ndarray, spatial_shape: tuple[int, ...], what: str, *,
+                 check_finite: bool = True) -> np.ndarray:
     image = np.asarray(image)
     if image.shape[: len(spatial_shape)] != spatial_shape or image.ndim > len(spatial_shape) + 1:
         raise InvalidImageError(
             f"image has shape {image.shape}, expected {spatial_shape} or {spatial_shape} + "
             f"(channels,) to match the {what}")
-    if image.dtype.kind == "f" and not np.isfinite(image.sum(dtype=np.float64)):
+    if check_finite and image.dtype.kind == "f" and not _all_finite(image):
         bad = np.argwhere(~np.isfinite(image))[0]
         raise InvalidImageError(
             f"image holds NaN or infinite voxels (first at index {tuple(int(i) for i in bad)})")
     return image
+
+
+def channel_statistics(image: np.ndarray, mask: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each channel, over a mask (float32).
+
+    The same statistics as :func:`medimg.intensity.standardize` uses (to float32
+    precision), computed in two cache-sized blocked BLAS passes (sums, then centred
+    sums of squares, so a large offset costs no precision) without copying the
+    masked voxels out. A channel with a standard deviation below 1e-6 gets 1 (it is only
+    centred), an empty mask gives mean 0 and std 1.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (*spatial, c)
+        Channels last.
+    mask : numpy.ndarray of bool (shape spatial) or "nonzero", optional
+        Where to compute the statistics: an array (e.g. the brain), or ``"nonzero"``
+        for the voxels whose first channel is not zero (the brain of a skull-stripped
+        MRI, found on the way without a separate pass). Default: every voxel.
+
+    Returns
+    -------
+    mean, std : numpy.ndarray, float32, shape (c,)
+        NaN when the image holds NaN or infinite values (inside the mask or not).
+    """
+    image = np.asarray(image)
+    channels = image.shape[-1]
+    rows = image.reshape(-1, channels)
+    weight = None
+    nonzero = isinstance(mask, str)
+    if nonzero:
+        if mask != "nonzero":
+            raise InvalidImageError(f"mask must be an array or 'nonzero', got {mask!r}")
+    elif mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != image.shape[:-1]:
+            raise InvalidImageError(
+                f"mask has shape {mask.shape}, expected the image's spatial shape "
+                f"{image.shape[:-1]}")
+        weight = mask.reshape(-1).view(np.uint8)
+    def weights(first: int, chunk: np.ndarray) -> np.ndarray:
+        if nonzero:
+            return (chunk[:, 0] != 0).astype(np.float32)
+        if weight is None:
+            return np.ones(len(chunk), np.float32)
+        return weight[first:first + len(chunk)].astype(np.float32)
+
+    # Blocks of rows small enough to stay in cache: float32 BLAS inside a block (exact
+    # enough for 2^16 terms), float64 across blocks; the second pass re-reads each
+    # block once for the centred squares, so a large offset costs no precision.
+    block = 1 << 16
+    sums = np.zeros(channels, np.float64)
+    count = 0.0
+    for first in range(0, len(rows), block):
+        chunk = rows[first:first + block].astype(np.float32, copy=False)
+        w = weights(first, chunk)
+        sums += w @ chunk
+        count += float(w.sum(dtype=np.float64))
+    if count == 0:
+        return np.zeros(channels, np.float32), np.ones(channels, np.float32)
+    mean = sums / count
+    mean32 = mean.astype(np.float32)
+    # rows of `channels` values are merged 16 at a time so that the subtraction runs
+    # over a long inner loop (a broadcast over 4 values is several times slower)
+    merge = 16
+    tiled_mean = np.tile(mean32, merge)
+    squares = np.zeros(channels, np.float64)
+    for first in range(0, len(rows), block):
+        chunk = rows[first:first + block].astype(np.float32, copy=False)
+        w = weights(first, chunk)
+        if len(chunk) % merge == 0:
+            centred = (chunk.reshape(-1, merge * channels) - tiled_mean).reshape(-1, channels)
+        else:
+            centred = chunk - mean32
+        centred *= centred
+        squares += w @ centred
+    std = np.sqrt(squares / count - (mean - mean32) ** 2)
+    std[~(std >= 1e-6)] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class PatchSampler:
+    """Draws foreground-rich patches from one subject, with its work done once.
+
+    What the subject's label allows (every patch position with at most
+    ``max_background`` background, :func:`allowed_starts`) and, with
+    ``standardize=True``, the per-channel intensity statistics are computed when the
+    sampler is made; every :meth:`sample` then only draws starts and copies each patch
+    once, standardising it on the way (one fused pass). Keep a sampler per subject
+    across epochs and only the copies remain. :meth:`iter_patches` yields patches one
+    by one, :meth:`sample` stacks them.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, shape (*spatial, c) or spatial
+        The subject's image, channels last.
+    label : numpy.ndarray, integer, shape spatial
+        Label map on the same grid (0 = background).
+    patch_shape : sequence of int
+        Patch size per spatial axis.
+    max_background : float in [0, 1]
+        Largest fraction of background voxels a patch may hold.
+    standardize : bool
+        Return patches z-scored per channel with the subject's statistics (float32).
+    mask : numpy.ndarray of bool or "nonzero", optional
+        Where the statistics are computed (see :func:`channel_statistics`); default
+        ``"nonzero"``, the brain of a skull-stripped MRI (zero outside the brain).
+    mean, std : array-like of shape (c,), optional
+        Precomputed statistics (skip computing them).
+
+    Attributes
+    ----------
+    n_allowed : int
+        Number of allowed patch positions.
+    mean, std : numpy.ndarray or None
+        The statistics used (``standardize=True``).
+
+    Raises
+    ------
+    PatchError, InvalidImageError
+        As :func:`sample_patches`.
+    """
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, patch_shape: Sequence[int], *,
+                 max_background: float = 0.96, standardize: bool = False,
+                 mask: np.ndarray | None = None, mean: Any = None, std: Any = None):
+        label = np.asarray(label)
+        if label.dtype.kind == "f" and not np.all(np.isfinite(label)):
+            raise InvalidImageError("label holds NaN or infinite values")
+        self.image = _check_image(image, label.shape, "label", check_finite=not standardize)
+        self.label = label
+        self.patch_shape = _check_patch_shape(label.shape, patch_shape, "label")
+        self.max_background = float(max_background)
+        self._flat, self._grid = _allowed_flat(label, self.patch_shape, self.max_background)
+        self.standardize = bool(standardize)
+        self.mean = self.std = None
+        if self.standardize:
+            channels = self.image if self.image.ndim > label.ndim else self.image[..., None]
+            if mean is not None and std is not None:
+                _check_image(self.image, label.shape, "label")
+                self.mean = np.asarray(mean, np.float32).reshape(-1)
+                self.std = np.asarray(std, np.float32).reshape(-1)
+            else:
+                self.mean, self.std = channel_statistics(
+                    channels, "nonzero" if mask is None else mask)
+                if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std))):
+                    # NaN/inf propagate into the sums: only then look for the voxel
+                    _check_image(self.image, label.shape, "label")
+            if self.mean.shape != (channels.shape[-1],) or self.std.shape != self.mean.shape:
+                raise InvalidImageError(
+                    f"mean/std have shapes {self.mean.shape}/{self.std.shape}, expected "
+                    f"({channels.shape[-1]},) for an image with {channels.shape[-1]} channels")
+
+    @property
+    def n_allowed(self) -> int:
+        return math.prod(self._grid) if self._flat is None else len(self._flat)
+
+    def starts(self, n: int, *, rng: Any = None) -> np.ndarray:
+        """``n`` distinct allowed starts, shape (n, ndim)."""
+        if int(n) < 0:
+            raise PatchError(f"n must be a non-negative integer, got {n!r}")
+        return _draw(self._flat, self._grid, int(n), rng, self.max_background)
+
+    def iter_patches(self, n: int, *, rng: Any = None):
+        """Yield ``n`` ``(image_patch, label_patch)`` pairs at distinct allowed positions,
+        one at a time (what a ``tf.data`` generator consumes; no ``n``-patch buffer).
+
+        ``image_patch`` is float32 when standardising, else the image's dtype.
+        """
+        starts = self.starts(n, rng=rng)
+        patch = self.patch_shape
+        extra = self.image.shape[len(patch):]
+        dtype = np.float32 if self.standardize else self.image.dtype
+        if self.standardize:
+            scale = (1.0 / self.std).astype(np.float32)
+            offset = (-self.mean * scale).astype(np.float32)
+            # the last spatial axis and the channels are contiguous in a patch: merge
+            # them, so the per-channel factors broadcast over a long inner loop
+            inner = patch[-1] * (extra[0] if extra else 1)
+            scale, offset = np.tile(scale, patch[-1]), np.tile(offset, patch[-1])
+            flat_shape = (*patch[:-1], inner)
+        for start in starts:
+            window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+            if self.standardize:
+                # x * (1/std) - mean/std: the copy and the scaling in one pass, then an
+                # in-place add while the patch is still in cache
+                image_patch = np.empty((*patch, *extra), dtype)
+                target = image_patch.reshape(flat_shape)
+                np.multiply(self.image[window].reshape(flat_shape), scale, out=target)
+                target += offset
+            else:
+                image_patch = np.ascontiguousarray(self.image[window])
+            yield image_patch, np.ascontiguousarray(self.label[window])
+
+    def sample(self, n: int, *, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n`` patches at distinct allowed positions, stacked.
+
+        Returns
+        -------
+        images : numpy.ndarray, shape (n, *patch_shape[, c])
+            float32 when standardising, else the image's dtype.
+        labels : numpy.ndarray, shape (n, *patch_shape)
+            The label's dtype.
+        """
+        pairs = list(self.iter_patches(n, rng=rng))
+        extra = self.image.shape[len(self.patch_shape):]
+        if not pairs:
+            dtype = np.float32 if self.standardize else self.image.dtype
+            return (np.empty((0, *self.patch_shape, *extra), dtype),
+                    np.empty((0, *self.patch_shape), self.label.dtype))
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def sample_patches(image: np.ndarray, label: np.ndarray, patch_shape: Sequence[int], n: int, *,
@@ -189,13 +443,14 @@ def sample_patches(image: np.ndarray, label: np.ndarray, patch_shape: Sequence[i
 
     All positions the label allows are found at once (:func:`allowed_starts`, no
     try-and-reject loop); ``n`` distinct starts are drawn from them uniformly, and
-    each patch is copied out of the image and the label.
+    each patch is copied out of the image and the label once. To draw from the same
+    subject repeatedly (epochs), or to standardise on the way, keep a
+    :class:`PatchSampler`.
 
     Parameters
     ----------
     image : numpy.ndarray, shape (x, y, z) or (x, y, z, c)
-        The image (any dtype; standardise the subject once before sampling rather
-        than every patch). 2-D images ``(rows, cols[, c])`` work the same way.
+        The image (any dtype). 2-D images ``(rows, cols[, c])`` work the same way.
     label : numpy.ndarray, integer, shape (x, y, z)
         Label map on the same grid; 0 is background.
     patch_shape : sequence of int
@@ -228,18 +483,8 @@ def sample_patches(image: np.ndarray, label: np.ndarray, patch_shape: Sequence[i
     >>> pairs[0][0].shape, pairs[0][1].shape
     ((32, 32, 16, 4), (32, 32, 16))
     """
-    label = np.asarray(label)
-    if label.dtype.kind == "f":
-        if not np.all(np.isfinite(label)):
-            raise InvalidImageError("label holds NaN or infinite values")
-    image = _check_image(image, label.shape, "label")
-    starts = patch_starts(label, patch_shape, n, max_background=max_background, rng=rng)
-    patch = tuple(int(p) for p in patch_shape)
-    pairs = []
-    for start in starts:
-        window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-        pairs.append((np.ascontiguousarray(image[window]), np.ascontiguousarray(label[window])))
-    return pairs
+    sampler = PatchSampler(image, label, patch_shape, max_background=max_background)
+    return list(sampler.iter_patches(n, rng=rng))
 
 
 def _axis_starts(length: int, patch: int, step: int) -> list[int]:
@@ -415,7 +660,7 @@ def sliding_window_predict(predict_fn: Any, image: np.ndarray, patch_shape: Sequ
         raise PatchError(f"blend must be 'gaussian' or 'constant', got {blend!r}")
     if int(batch_size) < 1:
         raise PatchError(f"batch_size must be at least 1, got {batch_size!r}")
-    if image.dtype.kind == "f" and not np.isfinite(image.sum(dtype=np.float64)):
+    if image.dtype.kind == "f" and not _all_finite(image):
         raise InvalidImageError("image holds NaN or infinite voxels")
     spatial = image.shape[:ndim]
     padded_shape = tuple(max(s, p) for s, p in zip(spatial, patch, strict=True))

@@ -1,0 +1,137 @@
+"""Patch sampling for 3-D training: the textbook try-and-reject loop against medimg.
+
+Both sides draw, from one BraTS-sized subject (240x240x135 voxels, four sequences,
+float32, a ~80k-voxel tumour), ``n`` training patches of 160x160x24 voxels holding at
+most 96% background, standardised, with one-hot tumour targets, as on-the-fly training
+does (tens of patches per subject visit).
+
+textbook (the chapter's ``get_sub_volume`` + ``standardize``): per patch, random starts
+are tried until one passes; each try one-hot encodes the label patch to count the
+background; the accepted patch is standardised slice by slice and channel by channel
+in Python loops.
+
+medimg (:class:`medimg.patches.PatchSampler`): what the label allows is computed once
+per subject (window counts from summed-area tables over the tumour's bounding box),
+and so are the per-channel statistics over the brain; each patch is then copied out
+once, z-scored on the way. Note the standardisation differs by design: medimg z-scores
+each sequence over the subject's brain (as nnU-Net and the inference path do), the
+textbook each 2-D slice of each patch.
+
+Two rows: the first counts the per-subject work in every call (a subject's first
+visit), the second reuses the sampler (later epochs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from harness import compare, emit, parser
+
+from medimg.patches import PatchSampler
+
+
+def textbook_sub_volume(image, label, patch, *, num_classes=4, max_tries=1000,
+                        background_threshold=0.96, random_state=np.random):
+    """The chapter's sampler: random starts, one-hot per try, channels-first output."""
+    orig_x, orig_y, orig_z = label.shape
+    output_x, output_y, output_z = patch
+    tries = 0
+    while tries < max_tries:
+        start_x = random_state.randint(0, orig_x - output_x + 1)
+        start_y = random_state.randint(0, orig_y - output_y + 1)
+        start_z = random_state.randint(0, orig_z - output_z + 1)
+        y = label[start_x:start_x + output_x, start_y:start_y + output_y,
+                  start_z:start_z + output_z]
+        y = np.eye(num_classes, dtype=np.float32)[y]  # keras.utils.to_categorical
+        bgrd_ratio = np.sum(y[:, :, :, 0]) / (output_x * output_y * output_z)
+        tries += 1
+        if bgrd_ratio <= background_threshold:
+            x = np.copy(image[start_x:start_x + output_x, start_y:start_y + output_y,
+                              start_z:start_z + output_z, :])
+            x = np.moveaxis(x, 3, 0)
+            y = np.moveaxis(y, 3, 0)[1:, :, :, :]
+            return x, y
+    raise RuntimeError("no valid sub-volume")
+
+
+def textbook_standardize(image):
+    """The chapter's per-slice z-score: loops over channels and z-slices."""
+    standardized_image = np.zeros(image.shape)
+    for c in range(image.shape[0]):
+        for z in range(image.shape[3]):
+            image_slice = image[c, :, :, z]
+            centered = image_slice - np.mean(image_slice)
+            if np.std(centered) != 0:
+                centered = centered / np.std(centered)
+            standardized_image[c, :, :, z] = centered
+    return standardized_image
+
+
+def make_subject(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    x, y, z = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    cx, cy, cz = (s / 2 for s in shape)
+    brain = (((x - cx) / (0.42 * shape[0])) ** 2 + ((y - cy) / (0.46 * shape[1])) ** 2
+             + ((z - cz) / (0.5 * shape[2])) ** 2) < 1
+    image = rng.normal(500.0, 100.0, size=(*shape, 4)).astype(np.float32)
+    image *= np.float32([1.0, 0.8, 1.2, 0.9])
+    image[~brain] = 0
+    r = (((x - 1.08 * cx) / (0.117 * shape[0])) ** 2 + ((y - 0.92 * cy) / (0.133 * shape[1])) ** 2
+         + ((z - cz) / (0.163 * shape[2])) ** 2)
+    label = np.zeros(shape, np.uint8)
+    label[r < 1] = 2
+    label[r < 0.7] = 3
+    label[r < 0.5] = 1
+    return image, label
+
+
+def medimg_visit(sampler, n, rng):
+    return [(image, np.stack([label == k for k in (1, 2, 3)], axis=-1))
+            for image, label in sampler.iter_patches(n, rng=rng)]
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--patches", type=int, default=40, help="patches drawn per subject visit")
+    args = p.parse_args()
+    shape, patch = ((120, 120, 68), (80, 80, 12)) if args.quick else ((240, 240, 135),
+                                                                        (160, 160, 24))
+    n = min(args.patches, 8) if args.quick else args.patches
+    image, label = make_subject(shape)
+    print(f"subject {shape} x4, tumour {int(np.count_nonzero(label))} voxels, patch {patch}, "
+          f"{n} patches per visit")
+    state = np.random.RandomState(0)
+    rng = np.random.default_rng(0)
+
+    # both sides honour the threshold (checked before timing)
+    for _ in range(3):
+        _, y = textbook_sub_volume(image, label, patch, random_state=state)
+        assert y.sum() >= 0.04 * np.prod(patch) - 1
+    sampler = PatchSampler(image, label, patch, max_background=0.96, standardize=True)
+    for image_patch, target in medimg_visit(sampler, n, rng):
+        assert image_patch.dtype == np.float32 and image_patch.shape == (*patch, 4)
+        assert target.sum() >= 0.04 * np.prod(patch) - 1
+    print(f"allowed positions: {sampler.n_allowed} of "
+          f"{np.prod([s - q + 1 for s, q in zip(shape, patch, strict=True)])}")
+
+    def textbook():
+        return [textbook_standardize(textbook_sub_volume(image, label, patch,
+                                                         random_state=state)[0])
+                for _ in range(n)]
+
+    def medimg_first_visit():
+        fresh = PatchSampler(image, label, patch, max_background=0.96, standardize=True)
+        return medimg_visit(fresh, n, rng)
+
+    def medimg_later_visit():
+        return medimg_visit(sampler, n, rng)
+
+    size = "x".join(map(str, patch))
+    emit(compare(f"patch sampling {size}, first visit", textbook, medimg_first_visit,
+                 items=n, repeats=args.repeats,
+                 note="per-subject work counted in every call"))
+    emit(compare(f"patch sampling {size}, later epochs", textbook, medimg_later_visit,
+                 items=n, repeats=args.repeats, note="sampler reused"))
+
+
+if __name__ == "__main__":
+    main()
