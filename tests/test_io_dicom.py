@@ -22,6 +22,7 @@ from medimg.io import (
     LPS_TO_RAS,
     dicom_metadata,
     dicom_pixels,
+    header_table,
     opaque_ids,
     parse_age,
     read_dicom,
@@ -441,3 +442,15 @@ def test_opaque_ids_are_stable_and_hide_the_id():
     assert ids[3] is None
     assert all("0004" not in i for i in ids[:3])
     assert opaque_ids(["x"], salt="a") != opaque_ids(["x"], salt="b")
+
+
+def test_header_table_masks_identifying_values(tmp_path):
+    path = _cr_file(tmp_path / "h.dcm", patient="secret-id")
+    table = header_table(pydicom.dcmread(path))
+    values = dict(zip(table.keyword, table.value, strict=True))
+    assert values["PatientName"] == values["PatientID"] == values["PatientBirthDate"] == "<hidden>"
+    assert "Doe" not in table.to_csv() and "secret-id" not in table.to_csv()
+    assert values["TransferSyntaxUID"].endswith("(Explicit VR Little Endian)")
+    assert values["PixelData"].endswith("bytes>")
+    chosen = header_table(pydicom.dcmread(path), ["Modality", "PatientAge"])
+    assert chosen.keyword.tolist() == ["Modality", "PatientAge"]
