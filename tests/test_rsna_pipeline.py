@@ -196,11 +196,35 @@ def test_cache_resumes_from_items(table, tmp_path):
     items = first.directory / "items"
     items.mkdir()
     np.savez(items / f"{table.patientId.iloc[6]}.npz",
-             image=np.full((32, 32), 7, np.uint8), flags=np.array(""))
+             image=np.full((32, 32), 7, np.uint8), flags=np.array(""),
+             source=np.array(rsna._source_stamp(table.path.iloc[6])))
     full = rsna.build_cache(table, tmp_path, image_shape=(32, 32), n_jobs=1, progress=False)
     assert full.counts["built"] == len(table) - 6  # 5 from the array, 1 from the item
     assert full.counts["images"] == len(table)
     assert np.all(full.images[full.rows([table.patientId.iloc[6]])[0]] == 7)
+
+
+def test_cache_rebuilds_changed_files(table, tmp_path):
+    import os
+
+    local_dir = tmp_path / "images"
+    local_dir.mkdir()
+    local = table.iloc[:4].copy()
+    for p in local.path:
+        shutil.copy(p, local_dir)
+    local["path"] = [str(local_dir / p.rsplit("/", 1)[1]) for p in local.path]
+    first = rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1,
+                             progress=False)
+    before = np.asarray(first.images[first.rows([local.patientId.iloc[1]])[0]]).copy()
+    # Replace patient 1's file by patient 0's image (a regenerated data set, same ID).
+    shutil.copy(local.path.iloc[0], local.path.iloc[1])
+    os.utime(local.path.iloc[1], ns=(1, 1))
+    second = rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1,
+                              progress=False)
+    assert second.counts["built"] == 1 and second.counts["reused"] == 3
+    after = second.images[second.rows([local.patientId.iloc[1]])[0]]
+    assert not np.array_equal(after, before)
+    np.testing.assert_array_equal(after, second.images[second.rows([local.patientId.iloc[0]])[0]])
 
 
 # --------------------------------------------------------------------------- tf.data

@@ -463,7 +463,8 @@ class RsnaCache:
         Memory-mapped ``(n, rows, cols)`` uint8.
     index : pandas.DataFrame
         ``patientId``, ``row`` (into ``images``; -1 for failures), ``flags`` (the
-        documented defaults applied, ``;``-separated) and ``error``.
+        documented defaults applied, ``;``-separated), ``error`` and ``source``
+        (the file's ``size:mtime_ns`` when it was cached: a changed file is rebuilt).
     settings : dict
         The preprocessing settings (image shape, spacing, CLAHE).
     counts : dict
@@ -600,7 +601,20 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     return clahe(crop_or_pad(scaled, (rows, cols), value=0), clip_limit, tile_grid)
 
 
-def _cache_item(item: tuple[str, str, str, dict]) -> list[str]:
+_INDEX_DTYPES = {"patientId": "string", "flags": "string", "error": "string",
+                 "source": "string"}
+
+
+def _source_stamp(path: Any) -> str:
+    """``size:mtime_ns`` of a file (``missing`` when it is not there)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _cache_item(item: tuple[str, str, str, dict, str]) -> list[str]:
     """Worker: one DICOM to one cached ``.npz`` (image + flags); returns the flags."""
     import numpy as np
 
@@ -608,7 +622,7 @@ def _cache_item(item: tuple[str, str, str, dict]) -> list[str]:
     from ..errors import InvalidImageError
     from ..io import dicom_pixels, read_dicom
 
-    _, path, out_path, settings = item
+    _, path, out_path, settings, source = item
     ds = read_dicom(path)
     flags: list[str] = []
     spacing = ds.get("PixelSpacing")
@@ -627,7 +641,7 @@ def _cache_item(item: tuple[str, str, str, dict]) -> list[str]:
     except InvalidImageError as exc:
         raise InvalidImageError(exc.detail, path) from None
     with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, image=image, flags=np.array(";".join(flags)))
+        np.savez(handle, image=image, flags=np.array(";".join(flags)), source=np.array(source))
     return flags
 
 
@@ -696,61 +710,79 @@ def build_cache(
     images_path, index_path = directory / "images.npy", directory / "index.csv"
     wanted = table[["patientId", "path"]].drop_duplicates("patientId")
     ids = wanted["patientId"].astype(str).tolist()
+    # A file's size and modification time identify its version: an image replaced on
+    # disk (or regenerated synthetic data under the same IDs) is rebuilt, never reused.
+    sources = {pid: _source_stamp(path) for pid, path in zip(ids, wanted["path"], strict=True)}
 
     # What is already there: the gathered array (earlier builds) and single items
     # (an interrupted build).
     old_images, old_index = None, None
     if images_path.is_file() and index_path.is_file():
         old_images = np.load(images_path, mmap_mode="r")
-        old_index = pd.read_csv(index_path, dtype={"patientId": "string", "flags": "string",
-                                                   "error": "string"})
-    old_rows = ({} if old_index is None else
-                {pid: (row, flags) for pid, row, flags, err in old_index[
-                    ["patientId", "row", "flags", "error"]].itertuples(index=False)
-                 if row >= 0 and pd.isna(err)})
-    todo = [(pid, str(path), str(items_dir / f"{pid}.npz"), settings)
-            for pid, path in wanted.itertuples(index=False)
-            if pid not in old_rows and not (items_dir / f"{pid}.npz").is_file()]
+        old_index = pd.read_csv(index_path, dtype=_INDEX_DTYPES)
+    old_rows = {}
+    if old_index is not None:
+        for pid, row, flags, err, source in old_index[
+                ["patientId", "row", "flags", "error", "source"]].itertuples(index=False):
+            if row >= 0 and pd.isna(err) and sources.get(pid, source) == source:
+                old_rows[pid] = (int(row), None if pd.isna(flags) else str(flags), source)
+    items: dict[str, tuple[Any, str | None, str]] = {}
+    for item in items_dir.glob("*.npz"):
+        try:
+            with np.load(item) as data:
+                entry = (data["image"], str(data["flags"]) or None, str(data["source"]))
+        except Exception:  # a damaged leftover is simply rebuilt
+            continue
+        if sources.get(item.stem) == entry[2]:
+            items[item.stem] = entry
+    todo = [(pid, str(path), str(items_dir / f"{pid}.npz"), settings, sources[pid])
+            for pid, path in zip(ids, wanted["path"], strict=True)
+            if pid not in old_rows and pid not in items]
     results = map_items(_cache_item, todo, n_jobs=n_jobs, progress=progress,
                         desc="RSNA cache", unit="image")
     errors = {r.item[0]: r.error for r in results if not r.ok}
+    for result in results:
+        if result.ok:
+            with np.load(result.item[2]) as data:
+                items[result.item[0]] = (data["image"], str(data["flags"]) or None,
+                                         str(data["source"]))
 
     all_ids = list(dict.fromkeys([*old_rows, *ids]))
-    stack, index_rows = [], []
-    for pid in all_ids:
-        item = items_dir / f"{pid}.npz"
-        if pid in errors:
-            index_rows.append((pid, -1, None, errors[pid]))
-        elif pid in old_rows:
-            row, flags = old_rows[pid]
-            stack.append(np.asarray(old_images[row]))
-            index_rows.append((pid, len(stack) - 1, None if pd.isna(flags) else flags, None))
-        elif item.is_file():
-            with np.load(item) as data:
-                stack.append(data["image"])
-                flags = str(data["flags"])
-            index_rows.append((pid, len(stack) - 1, flags or None, None))
-    index = pd.DataFrame(index_rows, columns=["patientId", "row", "flags", "error"])
+    kept = [pid for pid in all_ids if pid not in errors and (pid in old_rows or pid in items)]
+    index_rows = []
+    for row, pid in enumerate(kept):
+        flags, source = (old_rows[pid][1:] if pid in old_rows else items[pid][1:])
+        index_rows.append((pid, row, flags, None, source))
+    index_rows += [(pid, -1, None, errors[pid], sources.get(pid)) for pid in all_ids
+                   if pid in errors]
+    index = pd.DataFrame(index_rows, columns=["patientId", "row", "flags", "error", "source"])
     n_new = len(results) - len(errors)
-    if n_new or errors or old_index is None or len(index) != len(old_index):
-        array = (np.stack(stack) if stack else
-                 np.zeros((0, *settings["image_shape"]), dtype=np.uint8))
-        old_images = None  # release the memory map before replacing the file
+    unchanged = (old_index is not None and not items and not errors
+                 and list(old_index["patientId"]) == list(index["patientId"])
+                 and list(old_index["row"]) == list(index["row"]))
+    if not unchanged:
+        # Written row by row into a memory-mapped file: the whole set never has to fit
+        # in memory twice.
         with atomic_path(images_path) as tmp:
-            np.save(tmp, array)
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                              shape=(len(kept), *settings["image_shape"]))
+            for row, pid in enumerate(kept):
+                array[row] = old_images[old_rows[pid][0]] if pid in old_rows else items[pid][0]
+            array.flush()
+            del array
+        old_images = None
         atomic_write_text(index_path, index.to_csv(index=False))
         atomic_write_text(directory / "settings.json", json.dumps(settings))
     shutil.rmtree(items_dir, ignore_errors=True)
 
     images = np.load(images_path, mmap_mode="r")
-    index = pd.read_csv(index_path, dtype={"patientId": "string", "flags": "string",
-                                           "error": "string"})
+    index = pd.read_csv(index_path, dtype=_INDEX_DTYPES)
+    requested = index[index["patientId"].isin(ids)]
     flag_counts: dict[str, int] = {}
-    for flags in index["flags"].dropna():
+    for flags in requested["flags"].dropna():
         for flag in str(flags).split(";"):
             if flag:
                 flag_counts[flag] = flag_counts.get(flag, 0) + 1
-    requested = index[index["patientId"].isin(ids)]
     counts = {"images": int((requested["row"] >= 0).sum()), "built": int(n_new),
               "reused": int(len(ids) - n_new - len(errors)),
               "failed": int(requested["error"].notna().sum()), **flag_counts}
