@@ -25,6 +25,343 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------
+# 3-D volumes (issue 4): SimpleITK conversion, constant slices, foreground crop,
+# crop/pad and resampling. Volumes are NIfTI-ordered (x, y, z[, c]) with a RAS+ affine.
+# ---------------------------------------------------------------------------------------
+
+#: RAS+ (NIfTI world) <-> LPS (ITK world): flip the first two world axes.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _split_volume(x: Any) -> tuple[np.ndarray, np.ndarray | None, Any]:
+    """(array, affine or None, the Volume or None) of an array or a Volume."""
+    from .io.volume import Volume
+
+    if isinstance(x, Volume):
+        return x.array, x.affine, x
+    return x, None, None
+
+
+def to_sitk(array: Any, affine: Any = None, *, spacing: Sequence[float] | None = None):
+    """A NumPy volume (NIfTI order, RAS+ affine) as a SimpleITK image (the one conversion).
+
+    SimpleITK indexes its arrays ``(z, y, x)`` and places images in LPS world
+    coordinates; medimg holds ``(x, y, z)`` arrays with RAS+ affines. This function
+    and :func:`from_sitk` are the only places where one becomes the other, so a
+    round trip keeps both the voxels and their positions in space.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or medimg.io.Volume
+        ``(x, y, z)`` scalar or ``(x, y, z, c)`` vector volume. A ``Volume`` brings its
+        affine.
+    affine : numpy.ndarray, shape (4, 4), optional
+        Voxel index to RAS+ mm. Default: ``diag(spacing)`` with the origin at 0.
+    spacing : sequence of 3 float, optional
+        Voxel size in mm when no affine is given (default 1 mm).
+
+    Returns
+    -------
+    SimpleITK.Image
+        Same voxels; ``GetSize() == (x, y, z)``; spacing, origin and direction in LPS.
+
+    Examples
+    --------
+    >>> img = to_sitk(np.zeros((4, 5, 6), np.float32), spacing=(1.0, 2.0, 3.0))
+    >>> img.GetSize(), img.GetSpacing()
+    ((4, 5, 6), (1.0, 2.0, 3.0))
+    """
+    import SimpleITK as sitk
+
+    array, volume_affine, _ = _split_volume(array)
+    array = np.asarray(array)
+    if affine is None:
+        affine = volume_affine
+    if array.ndim not in (3, 4):
+        raise InvalidImageError(f"expected an (x, y, z) or (x, y, z, c) array, got shape "
+                                f"{array.shape}")
+    if affine is None:
+        spacing = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
+        affine = np.diag([*spacing, 1.0])
+    affine = np.asarray(affine, dtype=np.float64)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(axes)),
+                                   isVector=array.ndim == 4)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    direction = _RAS_TO_LPS @ affine[:3, :3] / zooms
+    image.SetSpacing(tuple(float(s) for s in zooms))
+    image.SetDirection(tuple(float(d) for d in direction.ravel()))
+    image.SetOrigin(tuple(float(o) for o in _RAS_TO_LPS @ affine[:3, 3]))
+    return image
+
+
+def from_sitk(image) -> Any:
+    """A SimpleITK image as a :class:`medimg.io.Volume` (NIfTI order, RAS+ affine).
+
+    The inverse of :func:`to_sitk`: ``(z, y, x)`` becomes ``(x, y, z)`` (vector
+    images become ``(x, y, z, c)``) and the LPS origin/direction/spacing become a
+    RAS+ affine.
+    """
+    import SimpleITK as sitk
+
+    from .io.volume import Volume
+
+    if image.GetDimension() != 3:
+        raise InvalidImageError(f"expected a 3-D SimpleITK image, got {image.GetDimension()}-D")
+    array = sitk.GetArrayFromImage(image)
+    array = array.transpose((2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0))
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine = np.eye(4)
+    affine[:3, :3] = _RAS_TO_LPS @ direction @ np.diag(image.GetSpacing())
+    affine[:3, 3] = _RAS_TO_LPS @ np.asarray(image.GetOrigin(), dtype=np.float64)
+    return Volume(np.ascontiguousarray(array), affine)
+
+
+def constant_slices(array: Any, axis: int, *, channel_axis: int | None = None) -> Any:
+    """Indices of the slices along ``axis`` that carry no information (constant).
+
+    A slice is constant when every voxel in it has the same value (per channel when
+    ``channel_axis`` is given): the all-zero slices around a skull-stripped brain,
+    for instance. Such slices can be dropped before training without losing
+    anything but the position, which a crop box keeps. Vectorized: one max and one
+    min over the array.
+
+    Parameters
+    ----------
+    array : numpy.ndarray or tf.Tensor
+        Any shape with at least 2 dimensions, e.g. ``(x, y, z)`` or ``(x, y, z, c)``.
+    axis : int
+        Axis whose slices are tested.
+    channel_axis : int, optional
+        Axis of channels (e.g. ``-1`` for ``(x, y, z, c)``): a slice is constant when
+        each channel is constant in it (the channels may differ from each other).
+
+    Returns
+    -------
+    numpy.ndarray of int64 or tf.Tensor of int64
+        Sorted indices along ``axis``. NaN never counts as constant.
+
+    Examples
+    --------
+    >>> v = np.zeros((4, 3, 3)); v[1:3, 1, 1] = 1.0
+    >>> constant_slices(v, axis=0)
+    array([0, 3])
+    """
+    ndim = len(array.shape)
+    if ndim < 2:
+        raise InvalidImageError(f"constant_slices needs at least 2 dimensions, got {ndim}")
+    axis = int(axis) % ndim
+    if channel_axis is not None:
+        channel_axis = int(channel_axis) % ndim
+        if channel_axis == axis:
+            raise InvalidImageError("axis and channel_axis must differ")
+    reduce = tuple(a for a in range(ndim) if a not in (axis, channel_axis))
+    if is_tensor(array):
+        tf = tensorflow()
+        high = tf.reduce_max(array, axis=reduce)
+        low = tf.reduce_min(array, axis=reduce)
+        same = tf.equal(high, low)
+        if channel_axis is not None:
+            same = tf.reduce_all(same, axis=1 if channel_axis > axis else 0)
+        return tf.where(same)[:, 0]
+    array = np.asarray(array)
+    same = array.max(axis=reduce) == array.min(axis=reduce)
+    if channel_axis is not None:
+        same = same.all(axis=1 if channel_axis > axis else 0)
+    return np.flatnonzero(same).astype(np.int64)
+
+
+def crop_to_foreground(
+    x: Any, mask: Any = None, *, margin: int | Sequence[int] = 0, background: float = 0
+) -> tuple[Any, tuple[tuple[int, int], ...]]:
+    """Crop a volume (or image) to the bounding box of its foreground.
+
+    Parameters
+    ----------
+    x : numpy.ndarray or medimg.io.Volume
+        ``(x, y, z)``, ``(x, y, z, c)`` (channels last) or a 2-D image.
+    mask : numpy.ndarray of bool, optional
+        Foreground over the spatial axes. Default: voxels where any channel differs
+        from ``background`` (so the zero background of skull-stripped MRI is cut).
+    margin : int or sequence of int
+        Voxels kept around the box on each side (clipped at the borders).
+    background : float
+        Background value used when ``mask`` is not given.
+
+    Returns
+    -------
+    cropped : numpy.ndarray or Volume
+        The crop (a Volume keeps its place in space: its affine is shifted).
+    box : tuple of (start, stop)
+        Per spatial axis, half-open voxel ranges of the crop in ``x``; put a result
+        back with ``full[start0:stop0, start1:stop1, ...] = cropped``.
+
+    Raises
+    ------
+    InvalidImageError
+        No foreground at all (a blank volume cannot be cropped meaningfully).
+    """
+    array, affine, volume = _split_volume(x)
+    array = np.asarray(array)
+    spatial = 3 if (volume is not None or array.ndim == 4) else array.ndim
+    if mask is None:
+        foreground = array != background
+        if array.ndim > spatial:
+            foreground = foreground.any(axis=tuple(range(spatial, array.ndim)))
+    else:
+        foreground = np.asarray(mask, dtype=bool)
+        if foreground.shape != array.shape[:spatial]:
+            raise InvalidImageError(f"mask has shape {foreground.shape}, expected "
+                                    f"{array.shape[:spatial]}")
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (spatial,))
+    box = []
+    for axis in range(spatial):
+        other = tuple(a for a in range(spatial) if a != axis)
+        hits = np.flatnonzero(foreground.any(axis=other))
+        if hits.size == 0:
+            raise InvalidImageError("no foreground voxels: nothing to crop to")
+        start = max(0, int(hits[0]) - int(margins[axis]))
+        stop = min(array.shape[axis], int(hits[-1]) + 1 + int(margins[axis]))
+        box.append((start, stop))
+    box = tuple(box)
+    cropped = array[tuple(slice(a, b) for a, b in box)]
+    if volume is None:
+        return cropped, box
+    shift = np.eye(4)
+    shift[:3, 3] = [a for a, _ in box]
+    return volume.with_array(np.ascontiguousarray(cropped), affine @ shift), box
+
+
+def crop_or_pad(x: Any, shape: Sequence[int], *, value: float = 0) -> Any:
+    """Centre-crop or pad the leading axes of ``x`` to ``shape``.
+
+    Axes longer than the target are cropped around their centre, shorter ones are
+    padded with ``value`` on both sides (the extra voxel of an odd difference goes to
+    the end). Trailing axes beyond ``len(shape)`` (channels) are left as they are.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, tf.Tensor or medimg.io.Volume
+        E.g. ``(x, y, z)`` or ``(x, y, z, c)``, or a 2-D image.
+    shape : sequence of int
+        Target sizes of the first ``len(shape)`` axes.
+    value : float
+        Padding value.
+
+    Returns
+    -------
+    numpy.ndarray, tf.Tensor or Volume
+        Same kind as ``x``; a Volume's affine is shifted so voxels keep their place.
+
+    Examples
+    --------
+    >>> crop_or_pad(np.arange(5), (3,))
+    array([1, 2, 3])
+    >>> crop_or_pad(np.arange(2), (5,))
+    array([0, 0, 1, 0, 0])
+    """
+    shape = tuple(int(s) for s in shape)
+    if any(s < 1 for s in shape):
+        raise InvalidImageError(f"target shape must be positive, got {shape}")
+    array, affine, volume = _split_volume(x)
+    if len(shape) > len(array.shape):
+        raise InvalidImageError(f"target shape {shape} has more axes than the input "
+                                f"{tuple(array.shape)}")
+    if is_tensor(array):
+        tf = tensorflow()
+        size = tf.shape(array)[: len(shape)]
+        target = tf.constant(shape, dtype=size.dtype)
+        start = tf.maximum(size - target, 0) // 2
+        extent = tf.minimum(size, target)
+        rest = len(array.shape) - len(shape)
+        begin = tf.concat([start, tf.zeros([rest], size.dtype)], 0)
+        sizes = tf.concat([extent, -tf.ones([rest], size.dtype)], 0)
+        cropped = tf.slice(array, begin, sizes)
+        before = tf.maximum(target - size, 0) // 2
+        after = tf.maximum(target - size, 0) - before
+        pads = tf.stack([tf.concat([before, tf.zeros([rest], size.dtype)], 0),
+                         tf.concat([after, tf.zeros([rest], size.dtype)], 0)], axis=1)
+        out = tf.pad(cropped, pads, constant_values=tf.cast(value, array.dtype))
+        return tf.ensure_shape(out, shape + tuple(array.shape[len(shape):]))
+    array = np.asarray(array)
+    crop, pad, offset = [], [], []
+    for size, target in zip(array.shape, shape, strict=False):
+        start = max(size - target, 0) // 2
+        before = max(target - size, 0) // 2
+        crop.append(slice(start, start + min(size, target)))
+        pad.append((before, max(target - size, 0) - before))
+        offset.append(start - before)
+    pad += [(0, 0)] * (array.ndim - len(shape))
+    out = np.pad(array[tuple(crop)], pad, mode="constant", constant_values=value)
+    if volume is None:
+        return out
+    shift = np.eye(4)
+    shift[:3, 3] = [*offset, 0, 0, 0][:3]
+    return volume.with_array(out, affine @ shift)
+
+
+def resample(volume: Any, spacing: float | Sequence[float], order: int = 1) -> Any:
+    """Resample a :class:`medimg.io.Volume` to a new voxel spacing, keeping its place.
+
+    The new grid starts at the same first voxel centre and covers the same extent
+    (``round(size * old_spacing / new_spacing)`` voxels per axis), so the affine
+    gains the new voxel size and keeps its origin and directions: the result
+    overlays the input in any viewer. Interpolation is SciPy's spline of ``order``
+    (0 nearest, for labels; 1 linear; 3 cubic), sampling the same points as
+    SimpleITK's ``Resample`` on that grid (tests check they agree). Samples up to
+    half a voxel past the last input voxel take the edge value.
+
+    Parameters
+    ----------
+    volume : medimg.io.Volume
+        ``(x, y, z)`` or ``(x, y, z, c)`` (channels resampled independently).
+    spacing : float or sequence of 3 float
+        Target voxel size in mm.
+    order : int
+        Spline order, 0 to 5.
+
+    Returns
+    -------
+    medimg.io.Volume
+        Order 0 keeps the dtype; higher orders return float32.
+    """
+    from scipy import ndimage
+
+    from .io.volume import Volume
+
+    if not isinstance(volume, Volume):
+        raise InvalidImageError("resample expects a medimg.io.Volume (it needs the affine); "
+                                "wrap an array as Volume(array, affine)")
+    target = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
+    if not np.all(np.isfinite(target)) or np.any(target <= 0):
+        raise InvalidImageError(f"spacing must be positive mm, got {spacing!r}")
+    if order not in range(6):
+        raise InvalidImageError(f"order must be 0 to 5, got {order!r}")
+    old = np.asarray(volume.spacing)
+    ratio = target / old
+    in_shape = np.asarray(volume.shape[:3])
+    out_shape = tuple(int(s) for s in np.maximum(1, np.round(in_shape / ratio)))
+    array = np.asarray(volume.array)
+    out_dtype = array.dtype if order == 0 else np.float32
+    work = array if order == 0 else array.astype(np.float32, copy=False)
+
+    def one(channel: np.ndarray) -> np.ndarray:
+        return ndimage.affine_transform(channel, ratio, output_shape=out_shape, order=order,
+                                        mode="nearest", output=out_dtype)
+
+    if array.ndim == 4:
+        out = np.stack([one(work[..., c]) for c in range(array.shape[3])], axis=-1)
+    else:
+        out = one(work)
+    affine = volume.affine @ np.diag([*ratio, 1.0])
+    return volume.with_array(out, affine)
+
+
+# ---------------------------------------------------------------------------------------
 # 2-D images (issue 5): resize and resampling to a pixel spacing, NumPy (OpenCV) and
 # TensorFlow (tf.image). Images are (rows, cols), (rows, cols, c) or, for tensors, also
 # batches (n, rows, cols, c).
