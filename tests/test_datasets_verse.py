@@ -66,10 +66,12 @@ def test_find_subjects_both_releases(subjects):
     assert row.centroids_path.endswith("sub-gl001_dir-ax_seg-subreg_ctd.json")
     assert "sag" in set(subjects.direction)
     old = subjects.set_index("scan").loc["sub-verse000"]
-    assert old.release == "2019" and old.split == "training" and pd.isna(old.direction)
+    assert old.release == "2019" and old.split == "training" and old.direction is None
     # the CT without mask is listed, without mask
     unlabelled = subjects[~subjects.has_mask]
-    assert len(unlabelled) == 1 and unlabelled.mask_path.isna().all()
+    assert len(unlabelled) == 1 and unlabelled.mask_path.iloc[0] is None
+    assert unlabelled.centroids_path.iloc[0] is None
+    assert verse.scan_table(subjects).n_vertebrae.tolist().count(0) == 1
 
 
 def test_find_subjects_real_layout_names(tmp_path):

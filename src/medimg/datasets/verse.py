@@ -60,6 +60,7 @@ __all__ = [
     "custom_objects",
     "dice_ce_loss",
     "evaluate",
+    "example_slices",
     "find_subjects",
     "fit",
     "load_cached_slices",
@@ -205,7 +206,11 @@ def find_subjects(root: str | os.PathLike) -> pd.DataFrame:
     if not rows:
         raise LayoutError("no CT scans found (expected rawdata/sub-*/sub-*_ct.nii.gz as in "
                           "VerSe 2019/2020; see data/verse/README.md)", root)
-    return pd.DataFrame(rows).sort_values("scan", ignore_index=True)
+    df = pd.DataFrame(rows).sort_values("scan", ignore_index=True)
+    # missing entries are None (not NaN) so that `if row.mask_path:` reads naturally
+    text = ["release", "split", "direction", "mask_path", "centroids_path"]
+    df[text] = df[text].astype(object).where(df[text].notna(), None)
+    return df
 
 
 def read_centroids(path: str | os.PathLike) -> pd.DataFrame:
@@ -471,7 +476,7 @@ def scan_table(subjects: pd.DataFrame) -> pd.DataFrame:
         img = nib.load(row.ct_path)
         zooms = tuple(round(float(z), 2) for z in img.header.get_zooms()[:3])
         vertebrae, count = None, 0
-        if row.centroids_path:
+        if isinstance(row.centroids_path, str):
             ctd = read_centroids(row.centroids_path)
             ctd = ctd[ctd.label <= MAX_LABEL]
             count = len(ctd)
@@ -998,7 +1003,8 @@ def build_model(*, target: str = "binary", depth: int = 4, base_filters: int = 1
 
 
 def fit(model, train_ds, validation_ds=None, *, epochs: int = 10, verbose: int = 2,
-        checkpoint: str | os.PathLike | None = None) -> pd.DataFrame:
+        restore_best: bool = True, checkpoint: str | os.PathLike | None = None
+        ) -> pd.DataFrame:
     """Train and return the history as a table (one row per epoch, with seconds).
 
     Parameters
@@ -1010,6 +1016,10 @@ def fit(model, train_ds, validation_ds=None, *, epochs: int = 10, verbose: int =
     epochs : int
     verbose : int
         Keras verbosity (2: one line per epoch).
+    restore_best : bool
+        End with the weights of the epoch with the lowest validation loss (training
+        loss without validation data), not those of the last epoch: with few scans
+        the validation Dice jumps from epoch to epoch.
     checkpoint : path, optional
         Save the best model (lowest validation loss) here (``.keras``).
 
@@ -1030,13 +1040,17 @@ def fit(model, train_ds, validation_ds=None, *, epochs: int = 10, verbose: int =
             times.append(time.perf_counter() - self.start)
 
     callbacks: list = [_Timer()]
+    monitor = "val_loss" if validation_ds is not None else "loss"
+    if restore_best:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=epochs + 1,
+                                                       restore_best_weights=True))
     if checkpoint is not None:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        monitor = "val_loss" if validation_ds is not None else "loss"
         callbacks.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor,
                                                          save_best_only=True))
+    # the datasets shuffle themselves (per epoch, seeded)
     history = model.fit(train_ds, validation_data=validation_ds, epochs=epochs,
-                        verbose=verbose, callbacks=callbacks)
+                        verbose=verbose, callbacks=callbacks, shuffle=False)
     table = pd.DataFrame(history.history)
     table.insert(0, "epoch", np.arange(1, len(table) + 1))
     table["seconds"] = times[: len(table)]
@@ -1167,3 +1181,40 @@ def evaluate(model, subjects: pd.DataFrame, *, out_dir: str | os.PathLike | None
             record["prediction_path"] = str(path)
         rows.append(record)
     return pd.DataFrame(rows)
+
+
+def example_slices(ct, mask=None, prediction=None, *, n: int = 3) -> list[dict[str, Any]]:
+    """Slices of a loaded scan for display with :func:`medimg.viz.overlay`.
+
+    Parameters
+    ----------
+    ct, mask : medimg.io.Volume
+        From :func:`load_scan` (already in the plane's orientation).
+    prediction : medimg.io.Volume, optional
+        From :func:`predict_scan` (on the file's grid); brought to the CT's orientation.
+    n : int
+        Number of slices: spread over the slices that show spine (truth, else
+        prediction, else the middle of the scan).
+
+    Returns
+    -------
+    list of dict
+        Keyword arguments of :func:`medimg.viz.overlay`: ``image`` (HU), ``truth``,
+        ``prediction``, ``title`` and ``aspect`` (row / column spacing).
+    """
+    pred = None
+    if prediction is not None:
+        pred = reorient(prediction, ct.axcodes, max_oblique_deg=90).array
+        if pred.shape != ct.shape:
+            raise InvalidImageError(f"prediction shape {pred.shape} does not match the CT "
+                                    f"{ct.shape} of scan {ct.meta.get('scan')}")
+    reference = mask.array if mask is not None else pred
+    if reference is not None and reference.any():
+        shown = np.nonzero(reference.any(axis=(1, 2)))[0]
+        picks = shown[np.round(np.linspace(0.3, 0.7, n) * (len(shown) - 1)).astype(int)]
+    else:
+        picks = np.round(np.linspace(0.3, 0.7, n) * (ct.shape[0] - 1)).astype(int)
+    aspect = ct.spacing[1] / ct.spacing[2]
+    return [{"image": ct.array[i], "truth": None if mask is None else mask.array[i],
+             "prediction": None if pred is None else pred[i], "aspect": aspect,
+             "title": f"{ct.meta.get('scan', '')} slice {i}"} for i in picks]
