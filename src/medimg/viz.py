@@ -195,16 +195,27 @@ def distributions_by(table, columns, *, by="class", ncols=3, panel_size=3.6, bin
     nrows = -(-len(columns) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
                              squeeze=False)
+    from matplotlib.patches import Patch
+
     frame = table.copy()
+    groups = (list(frame[by].cat.categories) if hasattr(frame[by], "cat")
+              else sorted(frame[by].dropna().unique()))
+    groups = [str(g) for g in groups if (frame[by].astype(str) == str(g)).any()]
     frame[by] = frame[by].astype(str)
+    palette = dict(zip(groups, sns.color_palette(n_colors=len(groups)), strict=True))
     for ax, column in zip(axes.ravel(), columns, strict=False):
         data = frame[[column, by]].dropna()
         data[column] = data[column].astype(float)
-        sns.histplot(data=data, x=column, hue=by, stat="density", common_norm=False,
-                     element="step", bins=bins, ax=ax, legend=ax is axes.ravel()[0])
+        sns.histplot(data=data, x=column, hue=by, hue_order=groups, palette=palette,
+                     stat="density", common_norm=False, element="step", bins=bins, ax=ax,
+                     legend=False)
     for ax in axes.ravel()[len(columns):]:
         ax.axis("off")
-    fig.tight_layout()
+    handles = [Patch(facecolor=palette[g], edgecolor=palette[g], alpha=0.5, label=g)
+               for g in groups]
+    fig.legend(handles=handles, loc="upper center", ncol=len(groups), frameon=False,
+               bbox_to_anchor=(0.5, 1.02), fontsize=8, title=by, title_fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
 
 
