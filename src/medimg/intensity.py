@@ -305,7 +305,7 @@ def _clahe_numpy(image: np.ndarray, clip: float, tiles_y: int, tiles_x: int) -> 
 
 
 def _clahe_tf(image: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
-    tf = tensorflow()
+    import tensorflow as tf  # imported already (a tensor came in); no autograph detour
     image = tf.convert_to_tensor(image)
     if image.shape.rank is None:
         raise InvalidImageError("clahe: the tensor's rank must be known")
@@ -320,7 +320,7 @@ def _clahe_tf(image: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
 
 def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int, n_bins: int) -> Any:
     """CLAHE of a ``(n, rows, cols)`` integer tensor; float32 output, rounded and saturated."""
-    tf = tensorflow()
+    import tensorflow as tf
     dyn = tf.shape(batch)
     n, rows, cols = dyn[0], dyn[1], dyn[2]
     # Tiles are measured on the image padded (bottom/right, mirror without repeating the

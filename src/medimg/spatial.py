@@ -453,7 +453,7 @@ def resize(image: Any, shape: Sequence[int], *, interpolation: str = "auto") -> 
 
 
 def _resize_tf(image: Any, shape: tuple[int, int] | Any, interpolation: str) -> Any:
-    tf = tensorflow()
+    import tensorflow as tf  # imported already (a tensor came in); no autograph detour
     image = tf.convert_to_tensor(image)
     rank = image.shape.rank
     if rank not in (2, 3, 4):
@@ -517,7 +517,7 @@ def resample_to_spacing(image: Any, spacing: Sequence[float],
     (146, 146)
     """
     if is_tensor(image) or is_tensor(spacing) or is_tensor(new_spacing):
-        tf = tensorflow()
+        import tensorflow as tf
         image = tf.convert_to_tensor(image)
         old = tf.broadcast_to(tf.cast(spacing, tf.float32), [2])
         new = tf.broadcast_to(tf.cast(new_spacing, tf.float32), [2])
