@@ -289,6 +289,20 @@ def test_slice_cache_contents_and_resume(subjects, tmp_path):
     assert other.iloc[0].height < row.height
 
 
+@pytest.mark.parametrize("n", [1, 129, 300])
+def test_resize_stack_matches_slice_by_slice(n, rng):
+    import cv2
+
+    stack = rng.normal(size=(n, 13, 9)).astype(np.float32)
+    out = verse._resize_stack(stack, (20, 7), nearest=False)
+    assert out.shape == (n, 20, 7)
+    for i in (0, n // 2, n - 1):
+        np.testing.assert_allclose(out[i], cv2.resize(stack[i], (7, 20)), atol=1e-5)
+    labels = rng.integers(0, 29, (n, 13, 9)).astype(np.uint8)
+    out = verse._resize_stack(labels, (26, 18), nearest=True)
+    assert set(np.unique(out)) <= set(np.unique(labels))
+
+
 def test_crop_pads_with_air():
     image = np.arange(12, dtype=np.int16).reshape(3, 4)
     label = np.ones((3, 4), np.uint8)

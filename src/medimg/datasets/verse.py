@@ -71,6 +71,7 @@ __all__ = [
     "scan_table",
     "slice_dataset",
     "split_subjects",
+    "train_from_config",
 ]
 
 #: VerSe label -> vertebra name (as in the VerSe data utilities).
@@ -555,11 +556,12 @@ def _resize_stack(stack: np.ndarray, size: tuple[int, int], nearest: bool) -> np
         return stack
     interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
     out = np.empty((n, *size), stack.dtype)
-    # OpenCV resizes up to 512 channels at once: slices as channels is one call per chunk
-    for start in range(0, n, 512):
-        chunk = np.ascontiguousarray(stack[start:start + 512].transpose(1, 2, 0))
+    # slices as channels: one OpenCV call per chunk (OpenCV 5 takes at most 128 channels)
+    step = 128
+    for start in range(0, n, step):
+        chunk = np.ascontiguousarray(stack[start:start + step].transpose(1, 2, 0))
         resized = cv2.resize(chunk, (size[1], size[0]), interpolation=interpolation)
-        out[start:start + 512] = resized.reshape(*size, -1).transpose(2, 0, 1)
+        out[start:start + step] = resized.reshape(*size, -1).transpose(2, 0, 1)
     return out
 
 
@@ -580,20 +582,39 @@ def _fingerprint(*paths: str | None) -> list:
     return out
 
 
+def _cache_settings(row: dict, plane: str, spacing_mm: float) -> dict:
+    return {"version": _CACHE_VERSION, "plane": plane, "spacing_mm": float(spacing_mm),
+            "source": _fingerprint(row["ct_path"], row["mask_path"])}
+
+
+def _cached_entry(row: dict, *, folder: Path, plane: str, spacing_mm: float) -> dict | None:
+    """The scan's cache entry when it is complete and matches the source and settings."""
+    index_path = folder / f"{row['scan']}.json"
+    if not index_path.is_file():
+        return None
+    try:
+        entry = json.loads(index_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    try:
+        settings = _cache_settings(row, plane, spacing_mm)
+    except OSError:
+        return None
+    if entry.get("settings") != settings:
+        return None
+    if not all((folder / f"{row['scan']}_{kind}.npy").is_file() for kind in ("image", "label")):
+        return None
+    return entry
+
+
 def _cache_one(row: dict, *, folder: Path, plane: str, spacing_mm: float,
                max_oblique_deg: float) -> dict:
     """Cache one scan's slices (skipped when an up-to-date entry exists)."""
     name = row["scan"]
-    index_path = folder / f"{name}.json"
-    settings = {"version": _CACHE_VERSION, "plane": plane, "spacing_mm": float(spacing_mm),
-                "source": _fingerprint(row["ct_path"], row["mask_path"])}
-    if index_path.is_file():
-        try:
-            entry = json.loads(index_path.read_text(encoding="utf-8"))
-            if entry.get("settings") == settings:
-                return entry
-        except json.JSONDecodeError:
-            pass
+    entry = _cached_entry(row, folder=folder, plane=plane, spacing_mm=spacing_mm)
+    if entry is not None:
+        return entry
+    settings = _cache_settings(row, plane, spacing_mm)
     ct, mask = load_scan(row, orientation=PLANE_ORIENTATIONS[plane],
                          max_oblique_deg=max_oblique_deg)
     if mask is None:
@@ -619,7 +640,8 @@ def _cache_one(row: dict, *, folder: Path, plane: str, spacing_mm: float,
              "height": size[0], "width": size[1], "foreground_pixels": fg_pixels.tolist(),
              "foreground_centres": centres,
              "labels": [int(v) for v in np.unique(labels) if v]}
-    atomic_write_text(index_path, json.dumps(entry))  # written last: marks the entry done
+    # written last: its presence marks the entry complete
+    atomic_write_text(folder / f"{name}.json", json.dumps(entry))
     return entry
 
 
@@ -670,7 +692,7 @@ def build_slice_cache(subjects: pd.DataFrame, cache_dir: str | os.PathLike, *,
     InvalidImageError
         ``on_error="raise"`` and some scans failed; the message names each one.
     """
-    from .._parallel import map_items
+    from .._parallel import ItemResult, map_items
 
     _check_plane(plane)
     if on_error not in ("raise", "skip"):
@@ -681,8 +703,15 @@ def build_slice_cache(subjects: pd.DataFrame, cache_dir: str | os.PathLike, *,
     rows = [dict(r) for r in labelled[["scan", "ct_path", "mask_path"]].to_dict("records")]
     work = partial(_cache_one, folder=folder, plane=plane, spacing_mm=spacing_mm,
                    max_oblique_deg=max_oblique_deg)
-    results = map_items(work, rows, n_jobs=n_jobs, progress=progress,
-                        desc=f"caching {plane} slices", unit="scan")
+    # finished scans are picked up here, so a rerun starts no worker processes at all
+    done = {r["scan"]: _cached_entry(r, folder=folder, plane=plane, spacing_mm=spacing_mm)
+            for r in rows}
+    todo = [r for r in rows if done[r["scan"]] is None]
+    computed = {r.item["scan"]: r for r in (
+        map_items(work, todo, n_jobs=n_jobs, progress=progress,
+                  desc=f"caching {plane} slices", unit="scan") if todo else [])}
+    results = [computed[r["scan"]] if done[r["scan"]] is None
+               else ItemResult(r, done[r["scan"]]) for r in rows]
     failed = [f"{r.item['scan']}: {r.error}" for r in results if not r.ok]
     if failed:
         message = f"{len(failed)} of {len(rows)} scans could not be cached: " + "; ".join(failed)
@@ -1218,3 +1247,68 @@ def example_slices(ct, mask=None, prediction=None, *, n: int = 3) -> list[dict[s
     return [{"image": ct.array[i], "truth": None if mask is None else mask.array[i],
              "prediction": None if pred is None else pred[i], "aspect": aspect,
              "title": f"{ct.meta.get('scan', '')} slice {i}"} for i in picks]
+
+
+def train_from_config(cfg, *, root: str | os.PathLike | None = None, epochs: int | None = None,
+                      out_dir: str | os.PathLike | None = None, verbose: int = 2
+                      ) -> dict[str, Any]:
+    """The whole notebook-05 pipeline from a config: what ``medimg train verse`` runs.
+
+    Finds the scans (``root``, else the config's data root, else synthetic data), splits
+    them by subject, caches the slices, trains the U-Net, predicts every held-out scan
+    (validation, test and unlabelled) as NIfTI and saves the model.
+
+    Parameters
+    ----------
+    cfg : medimg.config.Config
+        ``load_config("verse", profile)``.
+    root : path, optional
+        VerSe folder overriding the config.
+    epochs : int, optional
+        Overrides ``cfg.epochs``.
+    out_dir : path, optional
+        Predictions and ``model.keras`` (default ``<output_dir>/<profile>``).
+    verbose : int
+        Keras verbosity.
+
+    Returns
+    -------
+    dict
+        ``history`` and ``scores`` (DataFrames), ``folds``, ``model_path``, ``out_dir``,
+        ``dice_validation``, ``dice_test`` (means; None when a fold is empty).
+    """
+    from ..synthetic import ensure_data
+
+    data_root = Path(root) if root else ensure_data(cfg)
+    cache_dir = cfg.repo_root / cfg.cache_dir / cfg.profile
+    out = Path(out_dir) if out_dir else cfg.repo_root / cfg.output_dir / cfg.profile
+    folds = split_subjects(find_subjects(data_root), seed=cfg.seed, **cfg.split.to_dict())
+    common = dict(plane=cfg.plane, spacing_mm=cfg.slice_spacing_mm,
+                  max_oblique_deg=cfg.max_oblique_deg)
+    data = dict(slice_shape=cfg.slice_shape, target=cfg.target, window=cfg.window,
+                batch_size=cfg.batch_size, background_fraction=cfg.background_fraction,
+                n_jobs=cfg.n_jobs, **common)
+    train = slice_dataset(folds[folds.fold == "train"], cache_dir, training=True,
+                          seed=cfg.seed, **data)
+    has_validation = bool((folds.fold == "validation").any())
+    validation = (slice_dataset(folds[folds.fold == "validation"], cache_dir, training=False,
+                                **data) if has_validation else None)
+    model = build_model(target=cfg.target, learning_rate=cfg.learning_rate, seed=cfg.seed,
+                        **cfg.model.to_dict())
+    history = fit(model, train, validation, epochs=epochs or cfg.epochs, verbose=verbose)
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.keras"
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    held_out = folds[folds.fold.isin(["validation", "test", "unlabelled"])]
+    scores = evaluate(model, held_out, out_dir=out, window=cfg.window,
+                      threshold=cfg.threshold, **common)
+    scores = scores.merge(folds[["scan", "fold"]], on="scan")
+
+    def mean_dice(fold: str) -> float | None:
+        values = scores.loc[scores.fold == fold, "dice"].dropna()
+        return float(values.mean()) if len(values) else None
+
+    return {"history": history, "scores": scores, "folds": folds, "model_path": model_path,
+            "out_dir": out, "dice_validation": mean_dice("validation"),
+            "dice_test": mean_dice("test")}
