@@ -120,3 +120,13 @@ def test_rerun_keeps_finished_files(tmp_path):
 
 def test_classes_constant_matches_the_dataset_module():
     assert CLASSES == rsna.CLASSES
+
+
+def test_config_synthetic_keys_are_make_rsna_arguments():
+    import inspect
+
+    from medimg.config import load_config
+
+    for profile in ("smoke", "demo", "full"):
+        cfg = load_config("rsna", profile)
+        inspect.signature(make_rsna).bind("root", **cfg.synthetic.to_dict(), seed=cfg.seed)

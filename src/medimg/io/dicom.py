@@ -334,7 +334,7 @@ def read_series(
 
     Raises
     ------
-    LayoutError-like InvalidImageError
+    InvalidImageError
         No DICOM image in the folder, several series without ``series_uid``,
         slices of different size or orientation, duplicate positions, missing
         slices (a gap larger than the regular step), missing geometry fields.
