@@ -91,3 +91,10 @@ def test_callbacks_mode():
     assert stop.monitor_op is None or stop.mode == "min"
     with pytest.raises(ConfigError):
         callbacks("/tmp/medimg-test-callbacks", mode="up")
+
+
+def test_train_rsna_is_a_command():
+    from medimg.cli import build_parser
+
+    args = build_parser().parse_args(["train", "rsna", "--profile", "smoke", "--epochs", "1"])
+    assert args.dataset == "rsna" and args.epochs == 1 and callable(args.handler)

@@ -8,7 +8,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medimg.errors import InvalidImageError
-from medimg.metrics import _rank_auc, auc_by_group, auc_with_ci, confusion_at, roc_curve
+from medimg.metrics import (
+    _rank_auc,
+    auc_by_group,
+    auc_with_ci,
+    confusion_at,
+    roc_curve,
+    youden_threshold,
+)
 
 
 def _scores(rng, n=400, separation=1.0):
@@ -72,6 +79,17 @@ def test_confusion_at_threshold():
     assert cm.attrs["ppv"] == pytest.approx(2 / 3)
     strict = confusion_at([0, 0, 1, 1, 1], [0.2, 0.7, 0.6, 0.9, 0.1], threshold=0.95)
     assert strict.values.tolist() == [[2, 0], [3, 0]] and np.isnan(strict.attrs["ppv"])
+
+
+def test_youden_threshold_separates_low_probabilities():
+    # Well ranked but all below 0.5 (an imbalanced, under-confident model).
+    truth = np.array([0, 0, 0, 0, 1, 1])
+    score = np.array([0.05, 0.1, 0.12, 0.2, 0.3, 0.4])
+    assert confusion_at(truth, score, 0.5).attrs["sensitivity"] == 0.0
+    t = youden_threshold(truth, score)
+    assert t == pytest.approx(0.3)
+    cm = confusion_at(truth, score, t)
+    assert cm.attrs["sensitivity"] == 1.0 and cm.attrs["specificity"] == 1.0
 
 
 def test_auc_by_group(rng):

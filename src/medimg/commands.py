@@ -84,6 +84,8 @@ def _train_rsna(args: argparse.Namespace) -> int:
     print(f"held-out AUC {result['test_auc']:.3f} (95% CI {result['test_auc_low']:.3f}-"
           f"{result['test_auc_high']:.3f}, n={result['n_test']}); best epoch "
           f"{result['best_epoch']} of {result['epochs_run']}")
+    print(f"threshold {result['threshold']:.3f}: sensitivity {result['sensitivity']:.2f}, "
+          f"specificity {result['specificity']:.2f}")
     print(result["auc_by_view"].to_string(index=False))
     print(f"model: {result['model_path']}\nlogs: {result['run_dir']} "
           f"(tensorboard --logdir {result['run_dir']}/tensorboard)")

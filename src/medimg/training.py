@@ -185,7 +185,10 @@ def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int |
     -------
     dict
         ``test_auc``, ``test_auc_low``, ``test_auc_high``, ``n_test``,
-        ``best_epoch``, ``epochs_run``, ``run_dir``, ``model_path``, ``auc_by_view``
+        ``threshold`` (``cfg.classifier.threshold``, or chosen on the validation
+        patients by Youden's J when that is 0) with the test ``sensitivity`` and
+        ``specificity`` at it, ``best_epoch``, ``epochs_run``, ``run_dir``,
+        ``model_path``, ``auc_by_view``
         (a DataFrame), ``history`` (a DataFrame), ``cache_counts`` and
         ``feature_defaults`` (the documented defaults applied, counted).
     """
@@ -193,7 +196,7 @@ def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int |
 
     from .datasets import rsna
     from .io import dicom_metadata
-    from .metrics import auc_by_group, auc_with_ci
+    from .metrics import auc_by_group, auc_with_ci, confusion_at, youden_threshold
     from .models import two_input_classifier
     from .synthetic import ensure_data
 
@@ -221,16 +224,24 @@ def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int |
     run_dir = Path(run_dir) if run_dir is not None else cfg._resolve(c.run_dir)
     run_dir = run_dir / cfg.profile
     history = train(model, train_ds, val_ds, epochs=int(epochs or c.epochs), run_dir=run_dir,
-                    patience=c.patience, verbose=verbose, seed=int(cfg.seed))
+                    monitor=c.monitor, patience=c.patience, verbose=verbose,
+                    seed=int(cfg.seed))
     model_path = run_dir / "model.keras"
     model.save(model_path)
     scored = rsna.predict(model, cache, parts["test"])
     auc = auc_with_ci(scored["Target"], scored["score"], n_bootstrap=c.n_bootstrap,
                       seed=int(cfg.seed))
+    threshold = float(c.threshold)
+    if threshold <= 0:
+        validation = rsna.predict(model, cache, parts["val"])
+        threshold = youden_threshold(validation["Target"], validation["score"])
+    confusion = confusion_at(scored["Target"], scored["score"], threshold)
     by_view = auc_by_group(scored["Target"], scored["score"], scored["view_position"],
                            n_bootstrap=c.n_bootstrap, seed=int(cfg.seed))
     return {"test_auc": auc["auc"], "test_auc_low": auc["low"], "test_auc_high": auc["high"],
             "n_test": auc["n"], "best_epoch": history.attrs["best_epoch"],
             "epochs_run": len(history), "run_dir": str(run_dir), "model_path": str(model_path),
+            "threshold": threshold, "sensitivity": confusion.attrs["sensitivity"],
+            "specificity": confusion.attrs["specificity"],
             "auc_by_view": by_view, "history": history, "cache_counts": cache.counts,
             "feature_defaults": table.attrs.get("defaults", {})}
