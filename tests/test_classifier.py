@@ -98,3 +98,24 @@ def test_train_rsna_is_a_command():
 
     args = build_parser().parse_args(["train", "rsna", "--profile", "smoke", "--epochs", "1"])
     assert args.dataset == "rsna" and args.epochs == 1 and callable(args.handler)
+
+
+@pytest.mark.slow
+def test_train_rsna_end_to_end(tmp_path):
+    """The `medimg train rsna` job on a tiny synthetic set: runs, evaluates, saves."""
+    from medimg.config import load_config
+    from medimg.synthetic.rsna import make_rsna
+    from medimg.training import train_rsna
+
+    root = make_rsna(tmp_path / "rsna", 20, seed=3, image_size=128, draw_size=64, n_jobs=1,
+                     progress=False)
+    cfg = load_config("rsna", "smoke", overrides={"n_jobs": 1, "classifier": {
+        "image_size": 32, "filters": [4, 8], "epochs": 2, "batch_size": 8,
+        "cache_dir": str(tmp_path / "cache"), "run_dir": str(tmp_path / "runs"),
+        "n_bootstrap": 50}})
+    result = train_rsna(cfg, root=root, progress=False, verbose=0)
+    assert 0.0 <= result["test_auc"] <= 1.0 and result["n_test"] >= 2
+    assert result["epochs_run"] == 2 and result["cache_counts"]["images"] == 20
+    assert (tmp_path / "runs" / "smoke" / "model.keras").is_file()
+    assert set(result["auc_by_view"].group) <= {"AP", "PA"}
+    assert 0.0 <= result["threshold"] <= 1.0

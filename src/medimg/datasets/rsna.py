@@ -880,9 +880,8 @@ def dataset(
     -------
     tf.data.Dataset
         Elements ``((image (b, rows, cols, 1) float32, features (b, k) float32),
-        target (b,) float32)``. ``dataset.patient_ids`` is not available on a
-        Dataset, so the order of an unshuffled dataset is the order of ``table``
-        minus the failed patients (see :func:`predict`).
+        target (b,) float32)``. Unshuffled, batches follow the order of ``table``
+        (without the failed patients); :func:`predict` relies on that.
     """
     import warnings
 
