@@ -105,6 +105,17 @@ def main() -> None:
                      items=len(table), repeats=args.repeats,
                      note=f"zoom+cubic serial vs one area resize on {os.cpu_count()} cores"))
 
+        def medimg_build_one_process():
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            return rsna.build_cache(table, work / "cache", image_shape=shape, n_jobs=1,
+                                    progress=False)
+
+        # The same without parallelism: what one interpolation and the faster decoder
+        # path buy on their own.
+        emit(compare(f"RSNA cache build, one process ({args.size} px)", textbook_build,
+                     medimg_build_one_process, items=len(table), repeats=args.repeats,
+                     note="zoom+cubic vs one area resize, both serial"))
+
         # Same pixels? The cache is sharper (area averaging) but must show the same image.
         textbook_image = textbook_preprocess(table.path.iloc[0], args.size).astype(float)
         cached = np.asarray(cache.images[cache.rows([table.patientId.iloc[0]])[0]], float)

@@ -366,7 +366,9 @@ def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int, n_bins:
     lut_scale = tf.cast(n_bins - 1, tf.float32) / tf.cast(tile_area, tf.float32)
     lut = tf.cast(tf.cumsum(hist, axis=1), tf.float32) * lut_scale
     lut = tf.clip_by_value(tf.round(lut), 0.0, float(n_bins - 1))
-    lut = tf.reshape(lut, [-1])
+    # Integer maps: the four gathers below move a quarter (8-bit) of the bytes that
+    # float32 maps would, which is most of the CPU time.
+    lut = tf.reshape(tf.cast(lut, tf.uint8 if n_bins == 256 else tf.uint16), [-1])
 
     def axis_weights(length, tile_size, n_tiles_axis):
         inv = 1.0 / tf.cast(tile_size, tf.float32)
@@ -380,18 +382,21 @@ def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int, n_bins:
 
     ty1, ty2, ya = axis_weights(rows, tile_h, tiles_y)
     tx1, tx2, xa = axis_weights(cols, tile_w, tiles_x)
-    base = tf.range(n)[:, None, None] * (tiles_y * tiles_x)
-    row1 = base + (ty1 * tiles_x)[None, :, None]
-    row2 = base + (ty2 * tiles_x)[None, :, None]
-    v = values
+    # Flat index of (image, tile row, tile column, grey level) in the maps, built from
+    # small per-row and per-column pieces so that only a few full-size sums are needed.
+    image_offset = tf.range(n)[:, None, None] * (tiles_y * tiles_x * n_bins)
+    upper = values + image_offset + (ty1 * tiles_x * n_bins)[None, :, None]
+    lower = values + image_offset + (ty2 * tiles_x * n_bins)[None, :, None]
+    left = (tx1 * n_bins)[None, None, :]
+    right = (tx2 * n_bins)[None, None, :]
 
-    def read(row, tx):
-        return tf.gather(lut, (row + tx[None, None, :]) * n_bins + v)
+    def read(index):
+        return tf.cast(tf.gather(lut, index), tf.float32)
 
     ya = ya[None, :, None]
     xa = xa[None, None, :]
-    top = read(row1, tx1) * (1.0 - xa) + read(row1, tx2) * xa
-    bottom = read(row2, tx1) * (1.0 - xa) + read(row2, tx2) * xa
+    top = read(upper + left) * (1.0 - xa) + read(upper + right) * xa
+    bottom = read(lower + left) * (1.0 - xa) + read(lower + right) * xa
     out = top * (1.0 - ya) + bottom * ya
     return tf.clip_by_value(tf.round(out), 0.0, float(n_bins - 1))
 
