@@ -150,6 +150,8 @@ def _break(path, how):
         ds["PixelData"].is_undefined_length = False
     elif how == "no_spacing":
         del ds.PixelSpacing
+    elif how == "zero_spacing":
+        ds.PixelSpacing = ["0", "0"]
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -162,13 +164,14 @@ def test_cache_builds_resumes_and_counts_failures(table, tmp_path):
     _break(root_copy / "images" / local.path[0].rsplit("/", 1)[1], "truncated")
     _break(root_copy / "images" / local.path[1].rsplit("/", 1)[1], "16bit_nonsquare")
     _break(root_copy / "images" / local.path[2].rsplit("/", 1)[1], "no_spacing")
+    _break(root_copy / "images" / local.path[3].rsplit("/", 1)[1], "zero_spacing")
 
     cache = rsna.build_cache(local, tmp_path / "cache", image_shape=(32, 32), n_jobs=1,
                              progress=False)
     assert cache.images.dtype == np.uint8 and cache.images.shape == (len(local) - 1, 32, 32)
     assert cache.counts["failed"] == 1 and cache.counts["built"] == len(local) - 1
     assert cache.counts["rescaled_to_8bit"] == 1 and cache.counts["letterboxed"] == 1
-    assert cache.counts["spacing_missing"] == 1
+    assert cache.counts["spacing_missing"] == 1 and cache.counts["spacing_invalid"] == 1
     failed = cache.failed
     assert failed.patientId.tolist() == [local.patientId[0]]
     assert local.path[0] in failed.error.iloc[0]  # the error names the file
@@ -177,8 +180,8 @@ def test_cache_builds_resumes_and_counts_failures(table, tmp_path):
     # The cached pixels are preprocess_image of the decoded file.
     from medimg.io import dicom_pixels
 
-    row = cache.rows([local.patientId[3]])[0]
-    expected = rsna.preprocess_image(dicom_pixels(local.path[3]),
+    row = cache.rows([local.patientId[4]])[0]
+    expected = rsna.preprocess_image(dicom_pixels(local.path[4]),
                                      (0.15, 0.15), image_shape=(32, 32))
     np.testing.assert_array_equal(cache.images[row], expected)
 

@@ -542,7 +542,9 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     pixels : numpy.ndarray
         ``(rows, cols)`` from :func:`medimg.io.dicom_pixels` (float32).
     spacing : (float, float) or None
-        Pixel spacing ``(row_mm, col_mm)``; None: square pixels assumed (flagged).
+        Pixel spacing ``(row_mm, col_mm)``; None: square pixels assumed (flagged
+        ``spacing_missing``; the cache flags an unreadable or non-positive header
+        value ``spacing_invalid`` and does the same).
     image_shape : (int, int)
         Output ``(rows, cols)``.
     spacing_mm : float
@@ -576,7 +578,8 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
         raise InvalidImageError(f"expected a 2-D image, got shape {image.shape}")
     if spacing is None:
         spacing = (1.0, 1.0)
-        flags.append("spacing_missing")
+        if "spacing_invalid" not in flags:
+            flags.append("spacing_missing")
     row_mm, col_mm = (float(s) for s in spacing)
     if not (np.isfinite(row_mm) and np.isfinite(col_mm) and row_mm > 0 and col_mm > 0):
         raise InvalidImageError(f"invalid pixel spacing {spacing!r} (expected positive mm)")
@@ -625,13 +628,19 @@ def _cache_item(item: tuple[str, str, str, dict, str]) -> list[str]:
     _, path, out_path, settings, source = item
     ds = read_dicom(path)
     flags: list[str] = []
-    spacing = ds.get("PixelSpacing")
-    try:
-        spacing = tuple(float(v) for v in spacing)[:2] if spacing is not None else None
-        if spacing is not None and len(spacing) != 2:
-            spacing = None
-    except (TypeError, ValueError):
-        spacing = None
+    raw = ds.get("PixelSpacing")
+    spacing = None
+    if raw is not None:
+        # An unreadable, zero or negative Pixel Spacing is treated like a missing one
+        # (square pixels: only the aspect ratio depends on it here), and flagged.
+        try:
+            values = [float(v) for v in raw]
+            if len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values):
+                spacing = (values[0], values[1])
+        except (TypeError, ValueError):
+            pass
+        if spacing is None:
+            flags.append("spacing_invalid")
     try:
         image = preprocess_image(dicom_pixels(ds), spacing,
                                  image_shape=tuple(settings["image_shape"]),
