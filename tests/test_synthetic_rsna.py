@@ -130,3 +130,17 @@ def test_config_synthetic_keys_are_make_rsna_arguments():
     for profile in ("smoke", "demo", "full"):
         cfg = load_config("rsna", profile)
         inspect.signature(make_rsna).bind("root", **cfg.synthetic.to_dict(), seed=cfg.seed)
+
+
+def test_opacity_contrast_sets_how_visible_opacities_are(tmp_path):
+    def box_excess(contrast):
+        sick, boxes = render_chest(7, label="Lung Opacity", n_boxes=2, size=128, draw_size=64,
+                                   opacity_contrast=contrast)
+        healthy, _ = render_chest(7, label="Normal", size=128, draw_size=64)
+        return np.mean([sick[int(y):int(y + h), int(x):int(x + w)].mean()
+                        - healthy[int(y):int(y + h), int(x):int(x + w)].mean()
+                        for x, y, w, h in boxes])
+
+    assert box_excess((0.3, 0.4)) > box_excess((0.1, 0.15)) + 5
+    with pytest.raises(Exception, match="opacity_contrast"):
+        make_rsna(tmp_path, 2, seed=0, opacity_contrast=[0.3, 0.1], progress=False)

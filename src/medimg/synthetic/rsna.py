@@ -19,8 +19,15 @@ diaphragm, heart, mediastinum, spine, ribs, clavicles; scapulae on AP views) dra
 low resolution, upscaled, then given full-resolution grain. "Lung Opacity" patients
 carry 1-4 textured consolidations inside the lungs exactly where their boxes are;
 "No Lung Opacity / Not Normal" patients carry another finding (pleural effusion,
-tubes and wires, an enlarged heart); AP views carry opacities more often, as in the
-real set (about 74% of opacity patients are AP there).
+tubes and wires, an enlarged heart, small nodules); AP views carry opacities more
+often, as in the real set (roughly three quarters of opacity patients are AP there).
+
+The task is learnable but not trivial at the default ``opacity_contrast``: on the demo
+profile (300 patients, seed 42) a logistic regression on 32-px thumbnails reaches a
+held-out AUC of about 0.97 and a four-block CNN trained from scratch at 128 px
+(Flatten head, class weights, 30 epochs, about 40 s on 2 CPU cores) about 0.99; a
+global-average-pooling + batch-norm variant of that CNN learned far less reliably
+(0.57-0.74) on so few images. Lower ``opacity_contrast`` for a harder task.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,6 +55,10 @@ CLASS_FRACTIONS = (0.23, 0.44, 0.33)
 AP_FRACTION = {"Lung Opacity": 0.74, "No Lung Opacity / Not Normal": 0.43, "Normal": 0.30}
 #: Boxes per opacity patient: 1, 2, 3, 4 (the real set is mostly 1-2).
 BOX_COUNT_P = (0.42, 0.53, 0.04, 0.01)
+#: Peak opacity density range. At (0.2, 0.32) a small CNN trained from scratch on 225
+#: demo images at 128 px reaches a held-out AUC of about 0.99 (a Flatten head; 30
+#: epochs); at (0.12, 0.22) the same network reaches about 0.75.
+OPACITY_CONTRAST = (0.2, 0.32)
 PIXEL_SPACINGS_MM = (0.139, 0.14, 0.143, 0.168, 0.171)
 IMPOSSIBLE_AGES = ("148", "150", "151", "153", "155")
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -155,6 +167,7 @@ def render_chest(
     n_boxes: int = 0,
     size: int = 1024,
     draw_size: int = 256,
+    opacity_contrast: tuple[float, float] = OPACITY_CONTRAST,
 ) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
     """Draw one chest X-ray phantom.
 
@@ -172,6 +185,9 @@ def render_chest(
         Output rows = columns.
     draw_size : int
         Resolution the anatomy is drawn at before upscaling (speed).
+    opacity_contrast : (float, float)
+        Range of an opacity's peak density, in units where air-filled lung is
+        about 0.15 and soft tissue 0.5 (before exposure); lower is subtler.
 
     Returns
     -------
@@ -247,12 +263,19 @@ def render_chest(
         boxes = _boxes_for(findings_rng, masks, max(1, n_boxes), n)
         opacity = np.zeros((n, n), np.float32)
         for x, y, w, h in boxes:
-            blob = _ellipse_mask((n, n), (x + w / 2, y + h / 2), (w * 0.42, h * 0.42))
-            blob = cv2.GaussianBlur(blob, (0, 0), max(w, h) / 7)
-            blob /= blob.max() + 1e-6
-            texture = np.clip(0.75 + 0.35 * _smooth_noise(findings_rng, (n, n), 2.0), 0.3, 1.2)
-            opacity = np.maximum(opacity, blob * texture * findings_rng.uniform(0.16, 0.26))
-        image += opacity * cv2.GaussianBlur(visible_lungs, (0, 0), 2.0)
+            # an irregular consolidation: a few overlapping lobules filling the box
+            blob = np.zeros((n, n), np.float32)
+            for _ in range(int(findings_rng.integers(2, 5))):
+                cx_b = x + w * findings_rng.uniform(0.3, 0.7)
+                cy_b = y + h * findings_rng.uniform(0.3, 0.7)
+                axes = (w * findings_rng.uniform(0.22, 0.38), h * findings_rng.uniform(0.22, 0.38))
+                blob = np.maximum(blob, _ellipse_mask((n, n), (cx_b, cy_b), axes,
+                                                      findings_rng.uniform(0, 180)))
+            blob = cv2.GaussianBlur(blob, (0, 0), max(1.0, min(w, h) / 9))
+            # mottled density with darker air bronchograms
+            texture = np.clip(0.8 + 0.3 * _smooth_noise(findings_rng, (n, n), 2.5), 0.4, 1.3)
+            opacity = np.maximum(opacity, blob * texture * findings_rng.uniform(*opacity_contrast))
+        image += opacity * cv2.GaussianBlur(visible_lungs, (0, 0), 1.5)
     elif label == "No Lung Opacity / Not Normal":
         findings = findings_rng.choice(["effusion", "tubes", "nodules"],
                                        size=findings_rng.integers(1, 3),
@@ -387,10 +410,12 @@ def _dataset(patient: _Patient, image: np.ndarray) -> Any:
     return ds
 
 
-def _write_patient(patient: _Patient, *, root: str, size: int, draw_size: int) -> _Patient:
+def _write_patient(patient: _Patient, *, root: str, size: int, draw_size: int,
+                   opacity_contrast: tuple[float, float]) -> _Patient:
     """Render (unless already on disk) and write one patient; returns it with its boxes."""
     image, boxes = render_chest(patient.seed, label=patient.label, view=patient.view,
-                                n_boxes=patient.n_boxes, size=size, draw_size=draw_size)
+                                n_boxes=patient.n_boxes, size=size, draw_size=draw_size,
+                                opacity_contrast=opacity_contrast)
     folder = TRAIN_DIR if patient.split == "train" else TEST_DIR
     path = Path(root) / folder / f"{patient.patient_id}.dcm"
     if not path.is_file():
@@ -439,6 +464,7 @@ def make_rsna(
     n_test_patients: int | None = None,
     image_size: int = 1024,
     draw_size: int = 256,
+    opacity_contrast: Sequence[float] = OPACITY_CONTRAST,
     n_jobs: int = -1,
     progress: bool = True,
 ) -> Path:
@@ -459,6 +485,8 @@ def make_rsna(
         Rows = columns of the written images (the real set: 1024).
     draw_size : int
         Resolution the anatomy is drawn at before upscaling.
+    opacity_contrast : (float, float)
+        How dense opacities are (see :func:`render_chest`); the task's difficulty.
     n_jobs : int
         Worker processes (-1: every core).
     progress : bool
@@ -485,8 +513,12 @@ def make_rsna(
     root.mkdir(parents=True, exist_ok=True)
     n_test = max(2, n_patients // 10) if n_test_patients is None else int(n_test_patients)
     patients = _patients(int(n_patients), n_test, np.random.default_rng(seed))
+    low, high = (float(v) for v in opacity_contrast)
+    if not 0 < low <= high:
+        raise InvalidImageError(f"opacity_contrast must be 0 < low <= high, got "
+                                f"{list(opacity_contrast)}")
     results = map_items(partial(_write_patient, root=str(root), size=image_size,
-                                draw_size=draw_size),
+                                draw_size=draw_size, opacity_contrast=(low, high)),
                         patients, n_jobs=n_jobs, progress=progress,
                         desc="synthetic RSNA", unit="image")
     failed = [r for r in results if not r.ok]
