@@ -241,3 +241,23 @@ def test_evaluate_reports_dice_and_hd95_per_region(data):
     assert list(table.columns) == ["subject", "seconds", "dice_wt", "dice_tc", "dice_et",
                                    "hd95_wt", "hd95_tc", "hd95_et"]
     assert 0.0 <= table.dice_wt[0] <= 1.0
+
+
+@pytest.mark.slow
+def test_medimg_predict_brats_command(data, tmp_path, capsys):
+    from medimg.cli import main
+
+    model = brats.build_model(patch_shape=PATCH, depth=2, base_filters=2)
+    model.save(tmp_path / "model.keras")
+    cached = data / "cache" / "BraTS20_Training_003.h5"
+    out = tmp_path / "seg.nii.gz"
+    code = main(["predict", "brats", "--model", str(tmp_path / "model.keras"), "--subject",
+                 str(cached), "--out", str(out), "--profile", "smoke"])
+    assert code == 0 and out.is_file()
+    assert "voxels per label" in capsys.readouterr().out
+    wrong = brats.build_model(patch_shape=PATCH, depth=2, base_filters=2, targets="classes")
+    wrong.save(tmp_path / "wrong.keras")
+    code = main(["predict", "brats", "--model", str(tmp_path / "wrong.keras"), "--subject",
+                 str(cached), "--out", str(tmp_path / "x.nii.gz"), "--profile", "smoke"])
+    assert code == 2
+    assert "outputs 4 channels but targets='regions' needs 3" in capsys.readouterr().err

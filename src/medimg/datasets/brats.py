@@ -76,6 +76,7 @@ __all__ = [
     "check_model",
     "config_arguments",
     "dataset",
+    "default_cache_dir",
     "evaluate",
     "find_subjects",
     "load_model",
@@ -631,6 +632,14 @@ def _check_targets(targets: str) -> str:
         raise ConfigError(f"targets must be 'regions' (WT, TC, ET; sigmoid) or 'classes' "
                           f"(0, 1, 2, 4 one-hot; softmax), got {targets!r}")
     return targets
+
+
+def default_cache_dir(root: str | os.PathLike) -> Path:
+    """Where the HDF5 cache of the data set at ``root`` goes by default: beside it, as
+    ``<root>-h5`` (the folder ``medimg prepare brats`` writes), so the notebooks and
+    the command line share one cache."""
+    root = Path(root)
+    return root.parent / f"{root.name}-h5"
 
 
 def cached_subjects(cache_dir: str | os.PathLike) -> pd.DataFrame:
