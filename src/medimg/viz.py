@@ -255,3 +255,136 @@ def intensity_histogram(values, *, spans=None, xlabel="intensity", bins=120, log
         ax.set_yscale("log")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Training curves and 3-D segmentation slices (issue 6, notebook 04).
+# ---------------------------------------------------------------------------------------
+
+
+def training_curves(history, metrics=None, *, panel_size=3.4, title=None):
+    """Training and validation curves, one panel per metric.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame, dict or keras History
+        One row per epoch (e.g. from :func:`medimg.training.train`), columns such as
+        ``loss``, ``val_loss``, ``dice_wt``, ``val_dice_wt``; an ``epoch`` column is
+        used for the x axis when present.
+    metrics : sequence of str, optional
+        Metric names without the ``val_`` prefix (default: every training metric).
+    panel_size : float
+        Inches per panel.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    if hasattr(history, "history"):
+        history = history.history
+    table = pd.DataFrame(history)
+    epochs = (table["epoch"].to_numpy() if "epoch" in table
+              else np.arange(1, len(table) + 1))
+    if metrics is None:
+        metrics = [c for c in table.columns if not c.startswith("val_") and c != "epoch"
+                   and c != "learning_rate"]
+    metrics = list(metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(panel_size * len(metrics), panel_size * 0.8),
+                             squeeze=False)
+    for ax, name in zip(axes[0], metrics, strict=True):
+        if name in table:
+            ax.plot(epochs, table[name], marker="o", ms=3, label="training")
+        if f"val_{name}" in table:
+            ax.plot(epochs, table[f"val_{name}"], marker="o", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_slices(image, truth, prediction, *, slices=None, n_slices=3, axis=2,
+                        channel_names=None, channel=0, panel_size=2.8, title=None):
+    """Slices of a 3-D volume with the true and the predicted label maps.
+
+    One row per slice: the image (one channel), the truth and the prediction as
+    coloured labels on top of it (BraTS: 1 necrotic core, 2 oedema, 3 or 4
+    enhancing), and both tumours outlined together (green truth, red prediction).
+
+    Parameters
+    ----------
+    image : array-like, shape (x, y, z) or (x, y, z, c)
+        The volume (e.g. the four MRI sequences).
+    truth, prediction : array-like, shape (x, y, z), integer
+        Label maps (0 = background).
+    slices : sequence of int, optional
+        Slice indices along ``axis``; default ``n_slices`` evenly spread over the
+        slices where the truth (else the prediction) has tumour.
+    axis : int
+        Slicing axis (2: axial for RAS+ volumes).
+    channel : int
+        Channel shown; ``channel_names`` label it.
+    panel_size : float
+        Inches per panel.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    image = np.asarray(image)
+    truth = np.asarray(truth)
+    prediction = np.asarray(prediction)
+    if image.ndim == 4:
+        name = channel_names[channel] if channel_names else f"channel {channel}"
+        image = image[..., channel]
+    else:
+        name = channel_names[0] if channel_names else "image"
+    if slices is None:
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero((truth > 0).any(axis=other))
+        if present.size == 0:
+            present = np.flatnonzero((prediction > 0).any(axis=other))
+        if present.size == 0:
+            present = np.arange(image.shape[axis])
+        slices = np.unique(np.linspace(present[0], present[-1], n_slices + 2)[1:-1].round()
+                           .astype(int))
+    colours = ListedColormap(["#000000", "#d62728", "#2ca02c", "#ffbf00", "#ffbf00"])
+
+    def cut(array, index):
+        return np.rot90(np.take(array, index, axis=axis))  # anterior up for axial RAS+
+
+    fig, axes = plt.subplots(len(slices), 3, figsize=(3 * panel_size, len(slices) * panel_size),
+                             squeeze=False)
+    for row, index in enumerate(slices):
+        background = cut(image, index)
+        for col, (labels, label_name) in enumerate(((None, name), (truth, "truth"),
+                                                    (prediction, "prediction"))):
+            ax = axes[row][col]
+            ax.imshow(background, cmap="gray", interpolation="nearest")
+            if labels is not None:
+                lab = cut(labels, index).astype(int)
+                ax.imshow(np.ma.masked_equal(lab, 0), cmap=colours, vmin=0, vmax=4, alpha=0.5,
+                          interpolation="nearest")
+                if col == 2 and (cut(truth, index) > 0).any():
+                    ax.contour(cut(truth, index) > 0, levels=[0.5], colors=["#2ca02c"],
+                               linewidths=0.8)
+            ax.set_title(f"{label_name}, slice {index}", fontsize=9)
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
