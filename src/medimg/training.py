@@ -208,7 +208,7 @@ def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int |
     table = rsna.split(rsna.feature_table(patients, metadata), val_fraction=c.val_fraction,
                        test_fraction=c.test_fraction, seed=int(cfg.seed))
     cache = rsna.build_cache(
-        table, cfg._resolve(c.cache_dir) / Path(root).name,
+        table, cfg.repo_root / c.cache_dir / Path(root).name,
         image_shape=(c.image_size, c.image_size), spacing_mm=c.spacing_mm,
         clip_limit=c.clahe_clip_limit, tile_grid=tuple(c.clahe_tile_grid),
         n_jobs=cfg.n_jobs, progress=progress)
@@ -221,7 +221,7 @@ def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int |
         convs_per_block=c.convs_per_block, batch_norm=c.batch_norm, dropout=c.dropout,
         dense_units=c.dense_units, feature_units=c.feature_units,
         learning_rate=c.learning_rate)
-    run_dir = Path(run_dir) if run_dir is not None else cfg._resolve(c.run_dir)
+    run_dir = Path(run_dir) if run_dir is not None else cfg.repo_root / c.run_dir
     run_dir = run_dir / cfg.profile
     history = train(model, train_ds, val_ds, epochs=int(epochs or c.epochs), run_dir=run_dir,
                     monitor=c.monitor, patience=c.patience, verbose=verbose,
