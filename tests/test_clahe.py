@@ -117,3 +117,13 @@ def test_bad_input(image, kwargs, match, as_tensor):
     x = tf.constant(image) if as_tensor else image
     with pytest.raises(InvalidImageError, match=match):
         clahe(x, **kwargs)
+
+
+@pytest.mark.gpu
+def test_on_gpu_agrees_with_opencv(rng):
+    """Training on a GPU and inference on a CPU see the same pixels."""
+    imgs = np.stack([_phantom(250, 187, rng) for _ in range(4)])
+    with tf.device("/GPU:0"):
+        out = clahe(tf.constant(imgs))
+        assert "GPU" in out.device
+    assert _max_diff(out.numpy(), clahe(imgs)) <= 1
