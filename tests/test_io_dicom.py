@@ -152,7 +152,19 @@ def test_file_without_pixels_is_a_decode_error():
         dicom_pixels(_path("rtplan.dcm"))
 
 
-def test_compressed_syntax_without_decoder_is_a_decode_error():
+def test_missing_decoder_plugin_is_a_decode_error(monkeypatch):
+    from pydicom.pixels import get_decoder
+
+    # pretend pylibjpeg is not installed (pydicom's plugin registry, restored afterwards)
+    decoder = get_decoder("1.2.840.10008.1.2.4.80")
+    monkeypatch.setattr(decoder, "_available", {})
+    monkeypatch.setitem(decoder._unavailable, "pylibjpeg", ("pylibjpeg", "pylibjpeg-libjpeg"))
+    with pytest.raises(DecodeError, match="no decoder installed") as info:
+        dicom_pixels(_path("MR_small_jpeg_ls_lossless.dcm"))
+    assert "pylibjpeg" in str(info.value) and "MR_small_jpeg_ls_lossless.dcm" in str(info.value)
+
+
+def test_unsupported_transfer_syntax_is_a_decode_error():
     ds = pydicom.dcmread(_path("MR_small_jpeg_ls_lossless.dcm"))
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.110"  # JPEG XL: no plugin installed
     with pytest.raises(DecodeError, match="1.2.840.10008.1.2.4.110"):

@@ -182,10 +182,9 @@ def _decode(ds: Any, where: Any) -> np.ndarray:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         text = " ".join(lines).lower()
         if "missing dependencies" in text or "no plugins" in text:
-            raise DecodeError(
-                f"no decoder installed for transfer syntax {syntax or '?'} "
-                f"(install pylibjpeg with pylibjpeg-libjpeg/-openjpeg/-rle, or gdcm)",
-                where) from exc
+            needs = "; ".join(lines[1:]) or "pylibjpeg with pylibjpeg-libjpeg/-openjpeg/-rle, or gdcm"
+            raise DecodeError(f"no decoder installed for transfer syntax {syntax or '?'} "
+                              f"(any one of: {needs})", where) from exc
         detail = "; ".join(lines[1:3]) if len(lines) > 1 else (lines[0] if lines else "")
         raise DecodeError(f"the installed decoders failed on transfer syntax {syntax or '?'} "
                           f"(corrupt or unsupported data: {detail})", where) from exc
