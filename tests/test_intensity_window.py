@@ -153,6 +153,20 @@ def test_dicom_window_tensorflow_agrees_with_numpy():
                                    dicom_window(ds, image), atol=1e-6)
 
 
+def test_dicom_window_tensorflow_lut_and_monochrome1_agree_with_numpy():
+    tf = pytest.importorskip("tensorflow")
+    ds = _file("MR_small.dcm")
+    item = Dataset()
+    item.LUTDescriptor = [1024, 500, 12]
+    item.LUTData = [int(v) for v in np.linspace(0, 4095, 1024)]
+    ds.VOILUTSequence = [item]
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    image = dicom_pixels(ds)
+    fn = tf.function(lambda x: dicom_window(ds, x))
+    np.testing.assert_allclose(fn(tf.constant(image)).numpy(), dicom_window(ds, image),
+                               atol=1e-6)
+
+
 def test_dicom_window_without_voi_is_an_error():
     ds = _file("CT_small.dcm")  # no Window Center/Width
     with pytest.raises(InvalidImageError, match="no VOI"):
