@@ -284,6 +284,8 @@ def channel_statistics(image: np.ndarray, mask: np.ndarray | None = None
     if count == 0:
         return np.zeros(channels, np.float32), np.ones(channels, np.float32)
     mean = sums / count
+    if not np.all(np.isfinite(mean)):  # NaN/inf voxels: the caller reports them
+        return mean.astype(np.float32), np.full(channels, np.nan, np.float32)
     mean32 = mean.astype(np.float32)
     # rows of `channels` values are merged 16 at a time so that the subtraction runs
     # over a long inner loop (a broadcast over 4 values is several times slower)
