@@ -12,8 +12,9 @@ in Python loops.
 
 medimg (:class:`medimg.patches.PatchSampler`): what the label allows is computed once
 per subject (window counts from summed-area tables over the tumour's bounding box),
-and so are the per-channel statistics over the brain; each patch is then copied out
-once, z-scored on the way. Note the standardisation differs by design: medimg z-scores
+and so is the standardised subject (per-channel statistics over the brain, applied in
+one blocked pass); each patch is then copied out once. Both sides hand each patch on
+and let it go, as a training pipeline does. Note the standardisation differs by design: medimg z-scores
 each sequence over the subject's brain (as nnU-Net and the inference path do), the
 textbook each 2-D slice of each patch.
 
@@ -84,9 +85,21 @@ def make_subject(shape, seed=0):
     return image, label
 
 
+#: label -> one-hot of classes 1, 2, 3 as the bytes of one uint32 (4th byte padding)
+_ONE_HOT = np.array([0, 1, 1 << 8, 1 << 16], np.uint32)
+
+
+def one_hot_tumour_classes(label):
+    """Channels-last bool one-hot of classes 1..3 (the textbook's y, channels last): one
+    table look-up per voxel; the bytes of each uint32 are the three channels."""
+    packed = np.take(_ONE_HOT, label)
+    return packed.view(np.uint8).reshape(*label.shape, 4)[..., :3].view(bool)
+
+
 def medimg_visit(sampler, n, rng):
-    return [(image, np.stack([label == k for k in (1, 2, 3)], axis=-1))
-            for image, label in sampler.iter_patches(n, rng=rng)]
+    # a training pipeline consumes each patch and lets it go: both sides do the same
+    for image, label in sampler.iter_patches(n, rng=rng):
+        yield image, one_hot_tumour_classes(label)
 
 
 def main() -> None:
@@ -110,20 +123,25 @@ def main() -> None:
     for image_patch, target in medimg_visit(sampler, n, rng):
         assert image_patch.dtype == np.float32 and image_patch.shape == (*patch, 4)
         assert target.sum() >= 0.04 * np.prod(patch) - 1
+    check = label[:20, :20, :10]
+    assert np.array_equal(one_hot_tumour_classes(check),
+                          np.stack([check == k for k in (1, 2, 3)], axis=-1))
     print(f"allowed positions: {sampler.n_allowed} of "
           f"{np.prod([s - q + 1 for s, q in zip(shape, patch, strict=True)])}")
 
     def textbook():
-        return [textbook_standardize(textbook_sub_volume(image, label, patch,
-                                                         random_state=state)[0])
-                for _ in range(n)]
+        for _ in range(n):
+            x, _targets = textbook_sub_volume(image, label, patch, random_state=state)
+            textbook_standardize(x)
 
     def medimg_first_visit():
         fresh = PatchSampler(image, label, patch, max_background=0.96, standardize=True)
-        return medimg_visit(fresh, n, rng)
+        for _ in medimg_visit(fresh, n, rng):
+            pass
 
     def medimg_later_visit():
-        return medimg_visit(sampler, n, rng)
+        for _ in medimg_visit(sampler, n, rng):
+            pass
 
     size = "x".join(map(str, patch))
     emit(compare(f"patch sampling {size}, first visit", textbook, medimg_first_visit,

@@ -257,3 +257,14 @@ def test_patch_sampler_reports_nan_when_standardizing(rng):
     image[5, 5, 5, 0] = np.inf
     with pytest.raises(InvalidImageError, match=r"NaN or infinite.*\(5, 5, 5, 0\)"):
         patches.PatchSampler(image, label, (8, 8, 8), standardize=True)
+
+
+def test_patch_sampler_in_place_reuses_the_callers_array(rng):
+    image, label = _volume(rng)
+    original = image.copy()
+    copy = patches.PatchSampler(image, label, (8, 8, 6), standardize=True)
+    np.testing.assert_array_equal(image, original)  # default: the caller's array is kept
+    owned = patches.PatchSampler(image, label, (8, 8, 6), standardize=True, in_place=True)
+    assert owned.image is image
+    np.testing.assert_allclose(image, copy.image, atol=1e-6)
+    np.testing.assert_allclose(image, (original - copy.mean) / copy.std, rtol=1e-5, atol=1e-5)

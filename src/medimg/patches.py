@@ -306,14 +306,43 @@ def channel_statistics(image: np.ndarray, mask: np.ndarray | None = None
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def _scale_channels(image: np.ndarray, scale: np.ndarray, offset: np.ndarray, *,
+                    in_place: bool, has_channels: bool) -> np.ndarray:
+    """``image * scale + offset`` per channel (last axis), float32, in cache-sized blocks.
+
+    Rows of channels are merged 16 at a time so the per-channel factors broadcast over
+    a long inner loop; each block is multiplied and shifted while it sits in cache.
+    """
+    channels = image.shape[-1] if has_channels else 1
+    if in_place and image.dtype == np.float32 and image.flags.c_contiguous:
+        out = image
+    else:
+        out = np.empty(image.shape, np.float32)
+    source = image.reshape(-1)
+    target = out.reshape(-1)
+    merge = 16 * channels
+    tiled_scale, tiled_offset = np.tile(scale, 16), np.tile(offset, 16)
+    block = merge * (1 << 12)
+    whole = (source.size // merge) * merge
+    for first in range(0, whole, block):
+        last = min(first + block, whole)
+        dst = target[first:last].reshape(-1, merge)
+        np.multiply(source[first:last].reshape(-1, merge), tiled_scale, out=dst)
+        dst += tiled_offset
+    if whole < source.size:  # fewer than 16 voxels left over
+        rest = source[whole:].reshape(-1, channels)
+        target[whole:] = (rest * scale + offset).reshape(-1)
+    return out
+
+
 class PatchSampler:
     """Draws foreground-rich patches from one subject, with its work done once.
 
     What the subject's label allows (every patch position with at most
     ``max_background`` background, :func:`allowed_starts`) and, with
-    ``standardize=True``, the per-channel intensity statistics are computed when the
-    sampler is made; every :meth:`sample` then only draws starts and copies each patch
-    once, standardising it on the way (one fused pass). Keep a sampler per subject
+    ``standardize=True``, the per-channel intensity statistics (and the standardised
+    subject) are computed when the sampler is made; every :meth:`sample` then only
+    draws starts and copies each patch once. Keep a sampler per subject
     across epochs and only the copies remain. :meth:`iter_patches` yields patches one
     by one, :meth:`sample` stacks them.
 
@@ -334,9 +363,15 @@ class PatchSampler:
         ``"nonzero"``, the brain of a skull-stripped MRI (zero outside the brain).
     mean, std : array-like of shape (c,), optional
         Precomputed statistics (skip computing them).
+    in_place : bool
+        Standardise a float32 ``image`` in place instead of keeping a standardised
+        copy (saves a copy of the subject when the caller does not need the original,
+        e.g. right after reading it from disk).
 
     Attributes
     ----------
+    image : numpy.ndarray
+        The volume patches are cut from (standardised when ``standardize=True``).
     n_allowed : int
         Number of allowed patch positions.
     mean, std : numpy.ndarray or None
@@ -350,7 +385,8 @@ class PatchSampler:
 
     def __init__(self, image: np.ndarray, label: np.ndarray, patch_shape: Sequence[int], *,
                  max_background: float = 0.96, standardize: bool = False,
-                 mask: np.ndarray | None = None, mean: Any = None, std: Any = None):
+                 mask: np.ndarray | None = None, mean: Any = None, std: Any = None,
+                 in_place: bool = False):
         label = np.asarray(label)
         if label.dtype.kind == "f" and not np.all(np.isfinite(label)):
             raise InvalidImageError("label holds NaN or infinite values")
@@ -377,6 +413,11 @@ class PatchSampler:
                 raise InvalidImageError(
                     f"mean/std have shapes {self.mean.shape}/{self.std.shape}, expected "
                     f"({channels.shape[-1]},) for an image with {channels.shape[-1]} channels")
+            # Standardise the subject once; every patch is then a plain copy (touched
+            # once). In place when the caller hands over a float32 array it owns.
+            self.image = _scale_channels(self.image, (1.0 / self.std).astype(np.float32),
+                                         (-self.mean / self.std).astype(np.float32),
+                                         in_place=in_place, has_channels=channels is self.image)
 
     @property
     def n_allowed(self) -> int:
@@ -396,28 +437,9 @@ class PatchSampler:
         """
         starts = self.starts(n, rng=rng)
         patch = self.patch_shape
-        extra = self.image.shape[len(patch):]
-        dtype = np.float32 if self.standardize else self.image.dtype
-        if self.standardize:
-            scale = (1.0 / self.std).astype(np.float32)
-            offset = (-self.mean * scale).astype(np.float32)
-            # the last spatial axis and the channels are contiguous in a patch: merge
-            # them, so the per-channel factors broadcast over a long inner loop
-            inner = patch[-1] * (extra[0] if extra else 1)
-            scale, offset = np.tile(scale, patch[-1]), np.tile(offset, patch[-1])
-            flat_shape = (*patch[:-1], inner)
         for start in starts:
             window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-            if self.standardize:
-                # x * (1/std) - mean/std: the copy and the scaling in one pass, then an
-                # in-place add while the patch is still in cache
-                image_patch = np.empty((*patch, *extra), dtype)
-                target = image_patch.reshape(flat_shape)
-                np.multiply(self.image[window].reshape(flat_shape), scale, out=target)
-                target += offset
-            else:
-                image_patch = np.ascontiguousarray(self.image[window])
-            yield image_patch, np.ascontiguousarray(self.label[window])
+            yield np.ascontiguousarray(self.image[window]), np.ascontiguousarray(self.label[window])
 
     def sample(self, n: int, *, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` patches at distinct allowed positions, stacked.
@@ -432,8 +454,7 @@ class PatchSampler:
         pairs = list(self.iter_patches(n, rng=rng))
         extra = self.image.shape[len(self.patch_shape):]
         if not pairs:
-            dtype = np.float32 if self.standardize else self.image.dtype
-            return (np.empty((0, *self.patch_shape, *extra), dtype),
+            return (np.empty((0, *self.patch_shape, *extra), self.image.dtype),
                     np.empty((0, *self.patch_shape), self.label.dtype))
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 

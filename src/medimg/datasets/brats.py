@@ -744,7 +744,7 @@ def _load_sampler(path: Path, patch_shape: tuple[int, ...], max_background: floa
         raise LayoutError("subject has no label (validation data cannot be trained on)", path)
     try:
         return PatchSampler(image, label, patch_shape, max_background=max_background,
-                            standardize=True)
+                            standardize=True, in_place=True)
     except MedimgError as exc:
         raise type(exc)(exc.detail, path) from None
 
