@@ -261,3 +261,16 @@ def test_medimg_predict_brats_command(data, tmp_path, capsys):
                  str(cached), "--out", str(tmp_path / "x.nii.gz"), "--profile", "smoke"])
     assert code == 2
     assert "outputs 4 channels but targets='regions' needs 3" in capsys.readouterr().err
+
+
+def test_mixed_precision_and_xla_switches():
+    import keras
+
+    mixed = brats.build_model(patch_shape=PATCH, depth=2, base_filters=2, mixed_precision=True,
+                              xla=True)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # global policy untouched
+    assert mixed.layers[1].dtype_policy.name == "mixed_float16"
+    assert mixed.output.dtype == "float32"
+    assert mixed.jit_compile is True
+    plain = brats.build_model(patch_shape=PATCH, depth=2, base_filters=2)
+    assert plain.layers[1].dtype_policy.name == "float32" and not plain.jit_compile

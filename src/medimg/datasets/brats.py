@@ -955,8 +955,8 @@ def build_model(*, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "re
     learning_rate : float
         Adam's learning rate.
     mixed_precision : bool
-        Compute in float16 (``mixed_float16``; on GPUs with tensor cores). The policy is
-        set globally for the models built afterwards; the outputs stay float32.
+        Compute in float16 (``mixed_float16``; on GPUs with tensor cores), keeping the
+        weights and the outputs in float32. Only this model is affected.
     xla : bool
         Compile the training step with XLA (``jit_compile``).
 
@@ -972,7 +972,6 @@ def build_model(*, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "re
     from ..models import unet
 
     _check_targets(targets)
-    keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
     patch = tuple(int(p) for p in patch_shape)
     factor = 2 ** (int(depth) - 1)
     if len(patch) != 3 or any(p % factor for p in patch):
@@ -981,11 +980,18 @@ def build_model(*, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "re
         raise ConfigError(f"patch_shape {patch} must be 3 sizes divisible by 2**(depth-1) = "
                           f"{factor}")
     n_out = TARGET_CHANNELS[targets]
-    model = unet((None, None, None, len(SEQUENCES)), n_out, depth=depth,
-                 base_filters=base_filters, batch_norm=batch_norm,
-                 deconvolution=deconvolution,
-                 final_activation="sigmoid" if targets == "regions" else "softmax",
-                 name="brats_unet3d")
+    # layers take the dtype policy in force when they are made: set it for this model
+    # only, so other models built later in the session are not affected
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    try:
+        model = unet((None, None, None, len(SEQUENCES)), n_out, depth=depth,
+                     base_filters=base_filters, batch_norm=batch_norm,
+                     deconvolution=deconvolution,
+                     final_activation="sigmoid" if targets == "regions" else "softmax",
+                     name="brats_unet3d")
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
     if targets == "regions":
         metrics = [dice_metric("dice_wt", class_index=0), dice_metric("dice_tc", class_index=1),
                    dice_metric("dice_et", class_index=2)]
