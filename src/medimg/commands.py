@@ -220,7 +220,8 @@ def _predict_brats(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = brats.load_model(args.model, targets=cfg.targets)
     volume = brats.predict_subject(model, args.subject, args.out,
-                                   n4=cfg.preprocess.n4 and not args.no_n4, **settings)
+                                   n4=cfg.preprocess.n4 and not args.no_n4,
+                                   preprocess_options=cfg.preprocess.to_dict(), **settings)
     counts = {int(v): int(n) for v, n in zip(*np.unique(volume.array, return_counts=True),
                                              strict=True)}
     print(f"{args.out}: shape {volume.shape}, voxels per label {counts} "

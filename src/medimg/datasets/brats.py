@@ -1210,6 +1210,7 @@ def evaluate(model: Any, subjects: Any, *, cache_dir: str | os.PathLike | None =
 def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLike | None = None,
                     *, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "regions",
                     overlap: float = 0.5, batch_size: int = 2, n4: bool = True,
+                    preprocess_options: Mapping[str, Any] | None = None,
                     progress: bool = True) -> Any:
     """Segment one whole scan and (optionally) write it as NIfTI on the original grid.
 
@@ -1231,6 +1232,10 @@ def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLi
         See :func:`predict_volume`.
     n4 : bool
         N4-correct a raw subject (as the cache was made); ignored for ``.h5``.
+    preprocess_options : mapping, optional
+        Further :func:`preprocess` settings for a raw subject (``shrink``,
+        ``iterations``; e.g. the config's ``preprocess`` section), so it is prepared
+        exactly like the training cache.
     progress : bool
         Progress bar over the windows.
 
@@ -1270,7 +1275,9 @@ def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLi
         if rows.iloc[0]["problem"]:
             raise LayoutError(rows.iloc[0]["problem"], subject)
         with tempfile.TemporaryDirectory(prefix="medimg-predict-") as tmp:
-            manifest = preprocess(rows, tmp, n_jobs=1, n4=n4, progress=False)
+            options = {k: v for k, v in dict(preprocess_options or {}).items()
+                       if k not in ("n4", "n_jobs", "progress", "overwrite")}
+            manifest = preprocess(rows, tmp, n_jobs=1, n4=n4, progress=False, **options)
             record = manifest.iloc[0]
             if record["status"] == "error":
                 raise MedimgError(f"preprocessing failed: {record['error']}", subject)
