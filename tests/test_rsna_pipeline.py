@@ -276,3 +276,20 @@ def test_dataset_leaves_out_failed_patients(table, tmp_path):
     assert sum(int(t.shape[0]) for _, t in ds) == len(table) - 2
     with pytest.raises(LayoutError, match="missing column"):
         rsna.dataset(cache, table.drop(columns=["view_AP"]))
+
+
+def test_cache_drops_rows_of_deleted_files_only(table, tmp_path):
+    local_dir = tmp_path / "images"
+    local_dir.mkdir()
+    local = table.iloc[:4].copy()
+    for p in local.path:
+        shutil.copy(p, local_dir)
+    local["path"] = [str(local_dir / p.rsplit("/", 1)[1]) for p in local.path]
+    rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1, progress=False)
+    (local_dir / local.path.iloc[3].rsplit("/", 1)[1]).unlink()  # patient 3's file is gone
+    subset = rsna.build_cache(local.iloc[:1], tmp_path / "c", image_shape=(32, 32), n_jobs=1,
+                              progress=False)
+    assert subset.counts["images"] == 1 and subset.counts["built"] == 0
+    kept = set(subset.index.patientId)
+    assert kept == set(local.patientId.iloc[:3])  # 1 and 2 kept (files unchanged), 3 dropped
+    assert subset.images.shape[0] == 3

@@ -463,8 +463,9 @@ class RsnaCache:
         Memory-mapped ``(n, rows, cols)`` uint8.
     index : pandas.DataFrame
         ``patientId``, ``row`` (into ``images``; -1 for failures), ``flags`` (the
-        documented defaults applied, ``;``-separated), ``error`` and ``source``
-        (the file's ``size:mtime_ns`` when it was cached: a changed file is rebuilt).
+        documented defaults applied, ``;``-separated), ``error``, ``source`` (the
+        file's ``size:mtime_ns`` when it was cached: a changed file is rebuilt) and
+        ``path``.
     settings : dict
         The preprocessing settings (image shape, spacing, CLAHE).
     counts : dict
@@ -605,7 +606,7 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
 
 
 _INDEX_DTYPES = {"patientId": "string", "flags": "string", "error": "string",
-                 "source": "string"}
+                 "source": "string", "path": "string"}
 
 
 def _source_stamp(path: Any) -> str:
@@ -722,6 +723,7 @@ def build_cache(
     # A file's size and modification time identify its version: an image replaced on
     # disk (or regenerated synthetic data under the same IDs) is rebuilt, never reused.
     sources = {pid: _source_stamp(path) for pid, path in zip(ids, wanted["path"], strict=True)}
+    paths = {pid: str(path) for pid, path in zip(ids, wanted["path"], strict=True)}
 
     # What is already there: the gathered array (earlier builds) and single items
     # (an interrupted build).
@@ -731,10 +733,20 @@ def build_cache(
         old_index = pd.read_csv(index_path, dtype=_INDEX_DTYPES)
     old_rows = {}
     if old_index is not None:
-        for pid, row, flags, err, source in old_index[
-                ["patientId", "row", "flags", "error", "source"]].itertuples(index=False):
-            if row >= 0 and pd.isna(err) and sources.get(pid, source) == source:
-                old_rows[pid] = (int(row), None if pd.isna(flags) else str(flags), source)
+        if "path" not in old_index:
+            old_index["path"] = pd.NA
+        for pid, row, flags, err, source, path in old_index[
+                ["patientId", "row", "flags", "error", "source", "path"]].itertuples(index=False):
+            if row < 0 or not pd.isna(err):
+                continue
+            # Patients not asked for this time stay while their file is there unchanged;
+            # rows of deleted or regenerated files are dropped, so the cache never grows
+            # with stale images.
+            current = sources[pid] if pid in sources else (
+                _source_stamp(path) if not pd.isna(path) else "missing")
+            if current == source:
+                old_rows[pid] = (int(row), None if pd.isna(flags) else str(flags), source,
+                                 paths.get(pid, None if pd.isna(path) else str(path)))
     items: dict[str, tuple[Any, str | None, str]] = {}
     for item in items_dir.glob("*.npz"):
         try:
@@ -760,15 +772,17 @@ def build_cache(
     kept = [pid for pid in all_ids if pid not in errors and (pid in old_rows or pid in items)]
     index_rows = []
     for row, pid in enumerate(kept):
-        flags, source = (old_rows[pid][1:] if pid in old_rows else items[pid][1:])
-        index_rows.append((pid, row, flags, None, source))
-    index_rows += [(pid, -1, None, errors[pid], sources.get(pid)) for pid in all_ids
-                   if pid in errors]
-    index = pd.DataFrame(index_rows, columns=["patientId", "row", "flags", "error", "source"])
+        flags, source = (old_rows[pid][1:3] if pid in old_rows else items[pid][1:])
+        index_rows.append((pid, row, flags, None, source, paths.get(pid) or old_rows[pid][3]))
+    index_rows += [(pid, -1, None, errors[pid], sources.get(pid), paths.get(pid))
+                   for pid in all_ids if pid in errors]
+    index = pd.DataFrame(index_rows,
+                         columns=["patientId", "row", "flags", "error", "source", "path"])
     n_new = len(results) - len(errors)
     unchanged = (old_index is not None and not items and not errors
                  and list(old_index["patientId"]) == list(index["patientId"])
-                 and list(old_index["row"]) == list(index["row"]))
+                 and list(old_index["row"]) == list(index["row"])
+                 and list(old_index["path"].astype(str)) == list(index["path"].astype(str)))
     if not unchanged:
         # Written row by row into a memory-mapped file: the whole set never has to fit
         # in memory twice.
