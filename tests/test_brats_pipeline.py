@@ -221,7 +221,14 @@ def test_predict_subject_writes_nifti_on_the_original_grid(data, tmp_path):
     assert written.shape == seg.shape == (64, 64, 48)
     np.testing.assert_allclose(written.affine, seg.affine)
     assert set(np.unique(written.array)) <= {0, 1, 2, 4}
-    np.testing.assert_array_equal(written.array, volume.array)
+    # on disk: the source file's own voxel order and affine (BraTS stores LPS)
+    import nibabel as nib
+
+    raw_written = nib.load(out)
+    raw_seg = nib.load(subject / "BraTS20_Training_002_seg.nii.gz")
+    np.testing.assert_allclose(raw_written.affine, raw_seg.affine)
+    assert nib.aff2axcodes(raw_written.affine) == nib.aff2axcodes(raw_seg.affine)
+    np.testing.assert_array_equal(np.asarray(raw_written.dataobj), volume.array)
     # from the cache too, same answer
     cached = brats.predict_subject(model, data / "cache" / "BraTS20_Training_002.h5",
                                    patch_shape=(32, 32, 32), progress=False)
@@ -274,3 +281,20 @@ def test_mixed_precision_and_xla_switches():
     assert mixed.jit_compile is True
     plain = brats.build_model(patch_shape=PATCH, depth=2, base_filters=2)
     assert plain.layers[1].dtype_policy.name == "float32" and not plain.jit_compile
+
+
+def test_predicted_labels_land_on_the_source_voxels(data, tmp_path):
+    """A perfect prediction, written back, equals the source segmentation voxel for voxel."""
+    import nibabel as nib
+
+    from medimg.io import Volume
+
+    attrs = brats.read_h5(data / "cache" / "BraTS20_Training_001.h5")[2]
+    _, label, _ = brats.read_h5(data / "cache" / "BraTS20_Training_001.h5")
+    full = brats.uncrop(label, attrs, brats_labels=True)
+    back = brats._reorient(full, str(attrs["source_axcodes"]))
+    raw = nib.load(data / "raw" / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001"
+                   / "BraTS20_Training_001_seg.nii.gz")
+    np.testing.assert_allclose(back.affine, raw.affine)
+    np.testing.assert_array_equal(back.array, np.asarray(raw.dataobj))
+    assert isinstance(back, Volume)

@@ -1211,7 +1211,7 @@ def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLi
                     *, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "regions",
                     overlap: float = 0.5, batch_size: int = 2, n4: bool = True,
                     preprocess_options: Mapping[str, Any] | None = None,
-                    progress: bool = True) -> Any:
+                    source_orientation: bool = True, progress: bool = True) -> Any:
     """Segment one whole scan and (optionally) write it as NIfTI on the original grid.
 
     ``subject`` is a BraTS subject folder (its four NIfTI sequences; preprocessed
@@ -1236,13 +1236,19 @@ def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLi
         Further :func:`preprocess` settings for a raw subject (``shrink``,
         ``iterations``; e.g. the config's ``preprocess`` section), so it is prepared
         exactly like the training cache.
+    source_orientation : bool
+        Return (and write) the labels in the voxel order of the subject's files on
+        disk (e.g. BraTS' LPS), so the array matches the source segmentation voxel for
+        voxel and the affine equals the source's; otherwise closest canonical RAS+ (the
+        same positions in space either way).
     progress : bool
         Progress bar over the windows.
 
     Returns
     -------
     medimg.io.Volume
-        uint8 labels {0, 1, 2, 4} on the original grid with the original affine.
+        uint8 labels {0, 1, 2, 4} on the original grid with the original affine (in
+        the files' own orientation with ``source_orientation``).
 
     Raises
     ------
@@ -1287,10 +1293,26 @@ def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLi
     labels, _ = predict_volume(model, image, patch_shape=patch_shape, targets=targets,
                                overlap=overlap, batch_size=batch_size, progress=progress)
     volume = uncrop(labels, attrs, brats_labels=True)
+    if source_orientation and attrs.get("source_axcodes"):
+        volume = _reorient(volume, str(attrs["source_axcodes"]))
     volume.meta["source"] = str(subject)
     if out is not None:
         write_nifti(volume, out, dtype=np.uint8)
     return volume
+
+
+def _reorient(volume: Any, axcodes: str) -> Any:
+    """The same voxels in another axis order (flips and permutations only)."""
+    import nibabel as nib
+
+    from ..io.volume import Volume
+
+    current = nib.orientations.io_orientation(volume.affine)
+    target = nib.orientations.axcodes2ornt(tuple(axcodes))
+    transform = nib.orientations.ornt_transform(current, target)
+    array = nib.orientations.apply_orientation(volume.array, transform)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.array.shape[:3])
+    return Volume(np.ascontiguousarray(array), affine, dict(volume.meta))
 
 
 def config_arguments(cfg: Any) -> dict[str, dict[str, Any]]:
