@@ -298,3 +298,23 @@ def test_predicted_labels_land_on_the_source_voxels(data, tmp_path):
     np.testing.assert_allclose(back.affine, raw.affine)
     np.testing.assert_array_equal(back.array, np.asarray(raw.dataobj))
     assert isinstance(back, Volume)
+
+
+def test_figures_of_the_chapter(data):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from medimg import viz
+
+    image, label, _ = brats.read_h5(data / "cache" / "BraTS20_Training_001.h5")
+    fig = viz.segmentation_slices(image, label, np.zeros_like(label), n_slices=2,
+                                  channel_names=brats.SEQUENCES)
+    assert len(fig.axes) == 6
+    assert "flair" in fig.axes[0].get_title()
+    history = pd.DataFrame({"epoch": [1, 2], "loss": [0.9, 0.5], "val_loss": [1.0, 0.6],
+                            "dice_wt": [0.3, 0.6], "val_dice_wt": [0.2, 0.5]})
+    fig = viz.training_curves(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "dice_wt"]
+    assert len(fig.axes[0].lines) == 2  # training and validation
