@@ -293,3 +293,20 @@ def test_cache_drops_rows_of_deleted_files_only(table, tmp_path):
     kept = set(subset.index.patientId)
     assert kept == set(local.patientId.iloc[:3])  # 1 and 2 kept (files unchanged), 3 dropped
     assert subset.images.shape[0] == 3
+
+
+def test_clahe_in_the_pipeline_equals_clahe_in_the_cache(table, tmp_path):
+    """GPU-style pipeline (resize cached, CLAHE per batch in tf.data) = cached CLAHE."""
+    with_clahe = rsna.build_cache(table, tmp_path, image_shape=(64, 64), n_jobs=1,
+                                  progress=False)
+    plain = rsna.build_cache(table, tmp_path, image_shape=(64, 64), clip_limit=None, n_jobs=1,
+                             progress=False)
+    assert plain.directory != with_clahe.directory
+    a = rsna.dataset(with_clahe, table, batch_size=64, shuffle=False)
+    b = rsna.dataset(plain, table, batch_size=64, shuffle=False, clahe=(4.0, (8, 8)))
+    c = rsna.dataset(plain, table, batch_size=64, shuffle=False)
+    (ia, _), _ = next(iter(a))
+    (ib, _), _ = next(iter(b))
+    (ic, _), _ = next(iter(c))
+    assert float(tf.reduce_max(tf.abs(ia - ib))) <= 1.0 / 255 + 1e-6
+    assert float(tf.reduce_max(tf.abs(ia - ic))) > 10.0 / 255  # CLAHE does change pixels

@@ -497,6 +497,8 @@ def _cache_key(settings: dict) -> str:
     spacing = settings["spacing_mm"]
     grid = "x".join(str(g) for g in settings["tile_grid"])
     fov = f"{spacing:g}mm" if spacing else "fit"
+    if settings["clip_limit"] is None:
+        return f"v{CACHE_VERSION}_{rows}x{cols}_{fov}_noclahe"
     return (f"v{CACHE_VERSION}_{rows}x{cols}_{fov}_clahe{settings['clip_limit']:g}"
             f"_{grid}")
 
@@ -523,7 +525,7 @@ def _to_uint8(pixels: Any, flags: list[str]) -> Any:
 
 
 def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] = (128, 128),
-                     spacing_mm: float = 0.0, clip_limit: float = 4.0,
+                     spacing_mm: float = 0.0, clip_limit: float | None = 4.0,
                      tile_grid: tuple[int, int] = (8, 8),
                      flags: list[str] | None = None) -> Any:
     """One chest X-ray to the model's pixels: 8-bit, one resize, letterbox, CLAHE.
@@ -551,7 +553,8 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     spacing_mm : float
         Target isotropic spacing in mm, or 0 to fit the field of view.
     clip_limit, tile_grid :
-        CLAHE settings (:func:`medimg.intensity.clahe`).
+        CLAHE settings (:func:`medimg.intensity.clahe`); ``clip_limit=None`` skips
+        CLAHE (for pipelines that apply it on the device, see :func:`dataset`).
     flags : list of str, optional
         Receives the documented defaults applied (``rescaled_to_8bit``,
         ``letterboxed``, ``cropped``, ``spacing_missing``, ...).
@@ -594,6 +597,11 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     if size[0] > rows or size[1] > cols:
         flags.append("cropped")
         scaled = crop_or_pad(scaled, (min(size[0], rows), min(size[1], cols)))
+    if clip_limit is None:
+        if scaled.shape != (rows, cols):
+            flags.append("letterboxed")
+            scaled = crop_or_pad(scaled, (rows, cols), value=0)
+        return scaled
     if scaled.shape[0] >= tile_grid[0] and scaled.shape[1] >= tile_grid[1]:
         # CLAHE sees the pixels the model gets, not the black bars added below.
         scaled = clahe(scaled, clip_limit, tile_grid)
@@ -661,7 +669,7 @@ def build_cache(
     *,
     image_shape: tuple[int, int] = (128, 128),
     spacing_mm: float = 0.0,
-    clip_limit: float = 4.0,
+    clip_limit: float | None = 4.0,
     tile_grid: tuple[int, int] = (8, 8),
     n_jobs: int | None = -1,
     progress: bool = True,
@@ -710,7 +718,8 @@ def build_cache(
         if column not in table.columns:
             raise LayoutError(f"build_cache: missing column {column!r}")
     settings = {"image_shape": [int(s) for s in image_shape], "spacing_mm": float(spacing_mm),
-                "clip_limit": float(clip_limit), "tile_grid": [int(t) for t in tile_grid],
+                "clip_limit": None if clip_limit is None else float(clip_limit),
+                "tile_grid": [int(t) for t in tile_grid],
                 "version": CACHE_VERSION}
     directory = Path(cache_dir) / _cache_key(settings)
     if force and directory.exists():
@@ -868,6 +877,7 @@ def dataset(
     seed: int = 0,
     feature_columns: tuple[str, ...] = FEATURE_COLUMNS,
     drop_remainder: bool = False,
+    clahe: tuple[float, tuple[int, int]] | None = None,
 ) -> Any:
     """A ``tf.data.Dataset`` of ``((image, features), target)`` batches from the cache.
 
@@ -898,6 +908,11 @@ def dataset(
         Feature vector columns (default :data:`FEATURE_COLUMNS`).
     drop_remainder : bool
         Drop a last, smaller batch.
+    clahe : (clip_limit, tile_grid), optional
+        Apply :func:`medimg.intensity.clahe` to every batch inside the pipeline (on
+        the GPU when there is one), for a cache built with ``clip_limit=None``.
+        The pixels equal those of a cache built with CLAHE, to the grey level, for
+        images that fill the frame (letterboxed ones would include their bars).
 
     Returns
     -------
@@ -937,7 +952,12 @@ def dataset(
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
 
     def gather(index):
-        image = tf.cast(tf.gather(images_t, index), tf.float32)[..., None] / 255.0
+        image = tf.gather(images_t, index)
+        if clahe is not None:
+            from ..intensity import clahe as apply_clahe
+
+            image = apply_clahe(image, float(clahe[0]), tuple(clahe[1]))
+        image = tf.cast(image, tf.float32)[..., None] / 255.0
         return image, tf.gather(features_t, index), tf.gather(targets_t, index)
 
     ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
