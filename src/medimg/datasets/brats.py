@@ -665,7 +665,7 @@ def cached_subjects(cache_dir: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_csv(manifest)
         for r in table.itertuples():
             path = Path(str(r.path))
-            if not path.is_absolute():
+            if not path.is_file():  # relative, or the cache folder was moved
                 path = cache_dir / path.name
             if r.status != "error" and path.is_file():
                 rows.append({"subject": str(r.subject), "path": str(path)})
