@@ -318,3 +318,20 @@ def test_figures_of_the_chapter(data):
     fig = viz.training_curves(history)
     assert [ax.get_title() for ax in fig.axes] == ["loss", "dice_wt"]
     assert len(fig.axes[0].lines) == 2  # training and validation
+
+
+@pytest.mark.slow
+def test_medimg_train_brats_command(data, tmp_path, capsys):
+    import shutil as _shutil
+
+    from medimg.cli import main
+
+    raw = tmp_path / "raw"
+    _shutil.copytree(data / "raw", raw)
+    code = main(["train", "brats", "--root", str(raw), "--profile", "smoke", "--epochs", "1",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "held-out Dice: WT" in out
+    assert (tmp_path / "out" / "brats_unet3d.keras").is_file()
+    assert (tmp_path / "raw-h5" / "manifest.csv").is_file()  # the shared cache location

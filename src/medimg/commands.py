@@ -186,7 +186,38 @@ def _predict_verse(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- medimg predict brats (issue 6) ------------------------------------------------------
+# --- medimg train/predict brats (issue 6) ------------------------------------------------
+
+def _train_brats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default=None,
+                        help="BraTS folder (default: the config's data root, or synthetic "
+                             "data generated as the notebooks would)")
+    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
+                        help="config profile (default: $MEDIMG_PROFILE or demo)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum epochs (default: the config's epochs)")
+    parser.add_argument("--out", default=None,
+                        help="model and logs (default: the config's output_dir/<profile>)")
+
+
+@register("train", "brats", "preprocess, train the 3-D U-Net and score held-out whole scans",
+          _train_brats_arguments)
+def _train_brats(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .datasets import brats
+
+    cfg = load_config("brats", args.profile)
+    result = brats.train_from_config(cfg, root=args.root, epochs=args.epochs,
+                                     out_dir=args.out)
+    if len(result["scores"]):
+        print(result["scores"].round(3).to_string(index=False))
+        print("held-out Dice: " + ", ".join(f"{r.upper()} {result[f'dice_{r}']:.3f}"
+                                            for r in ("wt", "tc", "et")))
+    print(f"model: {result['model_path']} ({len(result['history'])} epochs, "
+          f"{result['train_seconds']:.0f} s)")
+    return 0
+
+
 
 def _predict_brats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="trained model (.keras)")
