@@ -7,8 +7,14 @@ by the caller, which is what :func:`is_tensor` relies on.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
+
+# Quiet TensorFlow's C++ start-up log (set here, once, rather than inside `tensorflow()`:
+# that function is called from code traced by tf.function, and autograph warns when it
+# meets `os.environ` methods it cannot find the source of).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def is_tensor(x: Any) -> bool:
@@ -29,10 +35,7 @@ def is_tensor(x: Any) -> bool:
 
 
 def tensorflow():
-    """Import and return TensorFlow, quietly (its C++ log level set to warnings)."""
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import and return TensorFlow (its C++ log level set to warnings at medimg import)."""
     import tensorflow as tf
 
     return tf
