@@ -258,6 +258,264 @@ def intensity_histogram(values, *, spans=None, xlabel="intensity", bins=120, log
 
 
 # ---------------------------------------------------------------------------------------
+# 3-D volumes (issue 4, notebook 02): three-plane views, label overlays, sequence
+# histograms, constant-slice profiles. Volumes are (x, y, z[, c]) in RAS+ order.
+# ---------------------------------------------------------------------------------------
+
+#: Colours of the BraTS labels (4 = enhancing; 3 is the same class in the HDF5 cache).
+BRATS_LABEL_COLORS = {1: "#d62728", 2: "#2ca02c", 3: "#ffdd00", 4: "#ffdd00"}
+BRATS_LABEL_NAMES = {1: "necrotic / non-enhancing core", 2: "oedema", 4: "enhancing tumour"}
+_PLANES = ("sagittal", "coronal", "axial")
+
+
+def _volume_parts(volume):
+    """(array, spacing) of a Volume or an array (1 mm spacing)."""
+    import numpy as np
+
+    if hasattr(volume, "affine") and hasattr(volume, "array"):
+        return np.asarray(volume.array), tuple(volume.spacing)
+    return np.asarray(volume), (1.0, 1.0, 1.0)
+
+
+def _default_point(array, label):
+    """Label centroid when there is a label, else the centre of the foreground box."""
+    import numpy as np
+
+    if label is not None and np.any(label):
+        return tuple(int(np.rint(c)) for c in np.argwhere(np.asarray(label) > 0).mean(axis=0))
+    foreground = array != 0 if array.ndim == 3 else (array != 0).any(axis=-1)
+    if foreground.any():
+        hits = np.argwhere(foreground)
+        return tuple(int(c) for c in (hits.min(axis=0) + hits.max(axis=0)) // 2)
+    return tuple(s // 2 for s in array.shape[:3])
+
+
+def plane_slice(array, plane, point):
+    """One display-ready 2-D slice of an ``(x, y, z)`` RAS+ array.
+
+    Returns the slice transposed so that, drawn with ``origin="lower"``, the axial
+    plane shows the patient's right on the right and anterior up (neurological
+    convention), the coronal plane right on the right and superior up, and the
+    sagittal plane anterior on the right and superior up.
+    """
+    import numpy as np
+
+    i, j, k = point
+    if plane == "sagittal":
+        cut = array[i, :, :]
+    elif plane == "coronal":
+        cut = array[:, j, :]
+    elif plane == "axial":
+        cut = array[:, :, k]
+    else:
+        raise ValueError(f"plane must be one of {_PLANES}, got {plane!r}")
+    return np.asarray(cut).T
+
+
+def _plane_aspect(plane, spacing):
+    sx, sy, sz = spacing
+    return {"sagittal": sz / sy, "coronal": sz / sx, "axial": sy / sx}[plane]
+
+
+def _draw_labels(ax, cut, aspect, alpha):
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    if cut is None or not np.any(cut):
+        return
+    values = sorted(int(v) for v in np.unique(cut) if v)
+    colours = ListedColormap([BRATS_LABEL_COLORS.get(v, "#1f77b4") for v in values])
+    index = np.zeros(cut.shape, dtype=float)
+    for n, v in enumerate(values, start=1):
+        index[cut == v] = n
+    ax.imshow(np.ma.masked_equal(index, 0), cmap=colours, vmin=0.5, vmax=len(values) + 0.5,
+              alpha=alpha, origin="lower", aspect=aspect, interpolation="nearest")
+
+
+def three_plane(volume, *, label=None, point=None, axes=None, title=None, alpha=0.45,
+                percentiles=(0.5, 99.5), cmap="gray"):
+    """Sagittal, coronal and axial slices through one point, with an optional label overlay.
+
+    Parameters
+    ----------
+    volume : medimg.io.Volume or numpy.ndarray
+        ``(x, y, z)`` in RAS+ order (a Volume gives the spacing, so anisotropic
+        voxels are drawn with the right aspect).
+    label : numpy.ndarray, optional
+        ``(x, y, z)`` label map drawn in colour (BraTS colours).
+    point : (i, j, k), optional
+        Voxel the three planes pass through. Default: the label's centroid, else
+        the centre of the non-zero region.
+    axes : sequence of 3 matplotlib axes, optional
+        Where to draw (a new 1x3 figure when None).
+    title : str, optional
+        Shown on the left panel.
+    alpha : float
+        Label opacity.
+    percentiles : (low, high)
+        Display range from these intensity percentiles of the non-zero voxels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    array, spacing = _volume_parts(volume)
+    if array.ndim != 3:
+        raise ValueError(f"three_plane needs an (x, y, z) volume, got shape {array.shape}")
+    point = tuple(int(p) for p in (point or _default_point(array, label)))
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    values = array[array != 0]
+    low, high = (np.percentile(values, percentiles) if values.size else (0.0, 1.0))
+    for ax, plane in zip(axes, _PLANES, strict=True):
+        aspect = _plane_aspect(plane, spacing)
+        ax.imshow(plane_slice(array, plane, point), cmap=cmap, vmin=low, vmax=high,
+                  origin="lower", aspect=aspect, interpolation="nearest")
+        if label is not None:
+            _draw_labels(ax, plane_slice(np.asarray(label), plane, point), aspect, alpha)
+        ax.set_title(f"{plane} ({'xyz'[_PLANES.index(plane)]}={point[_PLANES.index(plane)]})",
+                     fontsize=9)
+        ax.set_axis_off()
+    if title:
+        axes[0].text(-0.08, 0.5, title, transform=axes[0].transAxes, rotation=90,
+                     va="center", ha="right", fontsize=10)
+    return axes[0].figure
+
+
+def sequence_planes(image, names, *, label=None, point=None, spacing=(1.0, 1.0, 1.0),
+                    panel_size=2.6, alpha=0.45):
+    """One row per MRI sequence, three planes each, through the same point.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(x, y, z, c)`` stacked sequences.
+    names : sequence of str
+        One per channel (row titles).
+    label : numpy.ndarray, optional
+        ``(x, y, z)``; overlaid on an extra last row (on the first sequence).
+    point : (i, j, k), optional
+        Default: the label's centroid, else the centre of the brain.
+    spacing : sequence of 3 float
+        Voxel size in mm (for the aspect of each plane).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .io.volume import Volume
+
+    image = np.asarray(image)
+    names = list(names)
+    rows = len(names) + (label is not None)
+    point = point or _default_point(image, label)
+    fig, axes = plt.subplots(rows, 3, figsize=(3 * panel_size, rows * panel_size),
+                             squeeze=False)
+    affine = np.diag([*spacing, 1.0])
+    for row, name in enumerate(names):
+        three_plane(Volume(image[..., row], affine), point=point, axes=axes[row], title=name)
+    if label is not None:
+        three_plane(Volume(image[..., 0], affine), label=label, point=point, axes=axes[-1],
+                    title=f"{names[0]} + label", alpha=alpha)
+        present = [v for v in (1, 2, 3, 4) if np.any(np.asarray(label) == v)]
+        handles = [plt.Rectangle((0, 0), 1, 1, color=BRATS_LABEL_COLORS[v]) for v in present]
+        fig.legend(handles, [BRATS_LABEL_NAMES.get(v if v != 3 else 4, str(v))
+                             for v in present],
+                   loc="lower center", ncol=len(present), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0.03, 0.04 if label is not None else 0, 1, 1))
+    return fig
+
+
+def sequence_histograms(image, names, *, mask=None, label=None, bins=100, panel_size=3.0):
+    """Intensity histograms per sequence, brain voxels split into tumour and the rest.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(x, y, z, c)``.
+    names : sequence of str
+        Channel names.
+    mask : numpy.ndarray of bool, optional
+        ``(x, y, z)`` voxels to include (default: non-zero in any channel, i.e. the
+        brain of skull-stripped data; the zero background would swamp the plot).
+    label : numpy.ndarray, optional
+        ``(x, y, z)``; tumour voxels (label > 0) get their own histogram.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    image = np.asarray(image)
+    names = list(names)
+    if mask is None:
+        mask = (image != 0).any(axis=-1)
+    fig, axes = plt.subplots(1, len(names), figsize=(panel_size * len(names), panel_size * 0.9),
+                             squeeze=False)
+    tumour = np.zeros(mask.shape, bool) if label is None else (np.asarray(label) > 0)
+    for c, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        channel = image[..., c]
+        healthy = channel[mask & ~tumour]
+        edges = np.histogram_bin_edges(channel[mask], bins=bins)
+        ax.hist(healthy, bins=edges, color="0.4", density=True, label="brain")
+        if tumour.any():
+            ax.hist(channel[mask & tumour], bins=edges, color="#d62728", alpha=0.6,
+                    density=True, label="tumour")
+        ax.set_title(name, fontsize=10)
+        ax.set_yticks([])
+        ax.set_xlabel("intensity")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def constant_slice_profile(image, *, channel_axis=-1, panel_size=3.0):
+    """Per axis, how much each slice varies; constant slices (no information) shaded.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(x, y, z)`` or ``(x, y, z, c)`` (with ``channel_axis``).
+    channel_axis : int or None
+        Channel axis of a 4-D image.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .spatial import constant_slices
+
+    image = np.asarray(image)
+    if image.ndim == 3:
+        channel_axis = None
+    fig, axes = plt.subplots(1, 3, figsize=(3 * panel_size, panel_size * 0.85))
+    for axis, ax in enumerate(axes):
+        other = tuple(a for a in range(image.ndim) if a != axis)
+        spread = image.max(axis=other).astype(float) - image.min(axis=other).astype(float)
+        constant = constant_slices(image, axis, channel_axis=channel_axis)
+        ax.plot(np.arange(image.shape[axis]), spread, color="0.2", lw=1)
+        for index in constant:
+            ax.axvspan(index - 0.5, index + 0.5, color="#1f77b4", alpha=0.25, lw=0)
+        ax.set_title(f"{'xyz'[axis]}: {len(constant)} of {image.shape[axis]} constant",
+                     fontsize=9)
+        ax.set_xlabel(f"slice index along {'xyz'[axis]}")
+    axes[0].set_ylabel("max - min in the slice")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------
 # Training curves and 3-D segmentation slices (issue 6, notebook 04).
 # ---------------------------------------------------------------------------------------
 
