@@ -1,0 +1,176 @@
+"""NIfTI I/O (issue 4): Volume, read_nifti (canonical RAS+ reorientation, .nii and
+.nii.gz, scaled data, nibabel's bundled files, truncated files), write_nifti (atomic,
+affine kept)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medimg.errors import DecodeError, InvalidImageError
+from medimg.io import Volume, read_nifti, write_nifti
+
+NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
+
+
+def _world(affine, index):
+    return (np.asarray(affine) @ np.append(np.asarray(index, float), 1.0))[:3]
+
+
+def _save(array, affine, path, **header):
+    img = nib.Nifti1Image(array, affine)
+    for key, value in header.items():
+        img.header[key] = value
+    nib.save(img, str(path))
+    return path
+
+
+# An LPS-stored volume as BraTS writes it, and a permuted/oblique-free PSL one.
+LPS = np.array([[-1.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+PERMUTED = np.array([[0, 0, -1.5, 7], [-1.0, 0, 0, 3], [0, 2.0, 0, -4], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine", [LPS, PERMUTED], ids=["LPS", "permuted"])
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_read_nifti_reorients_to_ras_and_keeps_voxel_positions(tmp_path, rng, affine, suffix):
+    array = rng.integers(0, 1000, size=(5, 6, 7)).astype(np.int16)
+    path = _save(array, affine, tmp_path / f"v{suffix}")
+    volume = read_nifti(path)
+    assert volume.axcodes == ("R", "A", "S")
+    assert volume.meta["original_axcodes"] == tuple(nib.aff2axcodes(affine))
+    assert volume.meta["path"] == str(path)
+    assert volume.array.dtype == np.int16  # unscaled data keeps its type
+    # the canonical affine is diagonal-positive and spacing follows the axes
+    assert np.all(np.diag(volume.affine)[:3] > 0)
+    np.testing.assert_allclose(np.abs(volume.affine[:3, :3]).sum(0), volume.spacing)
+    # each voxel value sits at the same world position as on disk
+    ras = nib.as_closest_canonical(nib.load(str(path)))
+    np.testing.assert_array_equal(volume.array, np.asarray(ras.dataobj))
+    np.testing.assert_allclose(volume.affine, ras.affine)
+    inverse = np.linalg.inv(volume.affine)
+    for index in [(0, 0, 0), (4, 5, 6), (1, 3, 2), (3, 0, 5)]:
+        position = _world(affine, index)
+        new_index = np.rint(_world(inverse, position)).astype(int)
+        np.testing.assert_allclose(_world(volume.affine, new_index), position, atol=1e-6)
+        assert volume.array[tuple(new_index)] == array[index]
+    raw = read_nifti(path, canonical=False)
+    np.testing.assert_array_equal(raw.array, array)
+    np.testing.assert_allclose(raw.affine, affine)
+
+
+def test_read_nifti_bundled_files():
+    anat = read_nifti(NIBABEL_DATA / "anatomical.nii")
+    ref = nib.as_closest_canonical(nib.load(str(NIBABEL_DATA / "anatomical.nii")))
+    assert anat.shape == ref.shape and anat.axcodes == ("R", "A", "S")
+    np.testing.assert_allclose(anat.affine, ref.affine)
+    np.testing.assert_allclose(np.asarray(anat.array, float), ref.get_fdata())
+    four_d = read_nifti(NIBABEL_DATA / "example4d.nii.gz")
+    ref4 = nib.as_closest_canonical(nib.load(str(NIBABEL_DATA / "example4d.nii.gz")))
+    assert four_d.array.ndim == 4 and four_d.shape == ref4.shape
+    np.testing.assert_allclose(four_d.affine, ref4.affine)
+    np.testing.assert_allclose(np.asarray(four_d.array, float), ref4.get_fdata(), rtol=1e-5)
+    assert four_d.spacing == pytest.approx(ref4.header.get_zooms()[:3])
+    assert four_d.meta["original_axcodes"] == tuple(
+        nib.aff2axcodes(nib.load(str(NIBABEL_DATA / "example4d.nii.gz")).affine))
+
+
+def test_read_nifti_scaled_data_is_float(tmp_path, rng):
+    raw = rng.integers(-100, 100, size=(4, 4, 3)).astype(np.int16)
+    path = tmp_path / "scaled.nii.gz"
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.5, 10.0)
+    nib.save(img, str(path))
+    volume = read_nifti(path)
+    assert volume.array.dtype == np.float32
+    np.testing.assert_allclose(volume.array, raw * 0.5 + 10.0)
+    as_int = read_nifti(path, dtype=np.float64)
+    assert as_int.array.dtype == np.float64
+
+
+def test_read_nifti_truncated_gzip_names_the_file(tmp_path, rng):
+    array = rng.normal(size=(16, 16, 16)).astype(np.float32)
+    good = _save(array, np.eye(4), tmp_path / "good.nii.gz")
+    data = good.read_bytes()
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DecodeError, match="cut.nii.gz") as info:
+        read_nifti(bad)
+    assert "truncated" in str(info.value)
+    # a truncated uncompressed file too
+    plain = _save(array, np.eye(4), tmp_path / "plain.nii")
+    short = tmp_path / "short.nii"
+    short.write_bytes(plain.read_bytes()[:1000])
+    with pytest.raises(DecodeError, match="short.nii"):
+        read_nifti(short)
+    # not NIfTI at all, and missing
+    junk = tmp_path / "junk.nii.gz"
+    junk.write_bytes(gzip.compress(b"not a nifti header" * 30))
+    with pytest.raises(DecodeError, match="junk.nii.gz"):
+        read_nifti(junk)
+    with pytest.raises(DecodeError, match="missing.nii"):
+        read_nifti(tmp_path / "missing.nii")
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_write_nifti_round_trip_keeps_affine(tmp_path, rng, suffix):
+    array = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    volume = Volume(array, PERMUTED)
+    path = write_nifti(volume, tmp_path / "sub" / f"out{suffix}")
+    assert path.is_file()
+    img = nib.load(str(path))
+    np.testing.assert_allclose(img.affine, PERMUTED)
+    np.testing.assert_allclose(img.get_sform(), PERMUTED)
+    np.testing.assert_allclose(img.get_qform(), PERMUTED, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(img.dataobj), array)
+    back = read_nifti(path, canonical=False)
+    np.testing.assert_array_equal(back.array, array)
+    # bool stored as uint8, float64 as float32; 4-D volumes fine
+    mask = write_nifti(Volume(array > 0, np.eye(4)), tmp_path / "mask.nii.gz")
+    assert nib.load(str(mask)).get_data_dtype() == np.uint8
+    f64 = write_nifti(Volume(array.astype(np.float64), np.eye(4)), tmp_path / "f64.nii")
+    assert nib.load(str(f64)).get_data_dtype() == np.float32
+    four = write_nifti(Volume(np.stack([array] * 2, -1), np.eye(4)), tmp_path / "four.nii.gz")
+    assert read_nifti(four).shape == (6, 5, 4, 2)
+
+
+def test_write_nifti_is_atomic(tmp_path, rng, monkeypatch):
+    target = tmp_path / "vol.nii.gz"
+    first = Volume(rng.normal(size=(4, 4, 4)).astype(np.float32), np.eye(4))
+    write_nifti(first, target)
+    before = target.read_bytes()
+
+    def broken_save(img, filename):
+        Path(filename).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nib, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        write_nifti(Volume(np.zeros((4, 4, 4), np.float32), np.eye(4)), target)
+    assert target.read_bytes() == before  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vol.nii.gz"]  # no temp left
+
+
+def test_write_nifti_rejects_other_suffix(tmp_path):
+    with pytest.raises(InvalidImageError, match="nii"):
+        write_nifti(Volume(np.zeros((2, 2, 2)), np.eye(4)), tmp_path / "x.img")
+
+
+def test_volume_validates_and_describes(rng):
+    v = Volume(np.zeros((4, 5, 6), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    assert v.spacing == (2.0, 2.0, 3.0) and v.axcodes == ("R", "A", "S")
+    assert v.shape == (4, 5, 6) and "RAS" in repr(v)
+    assert Volume(np.zeros((2, 2, 2)), LPS).axcodes == ("L", "P", "S")
+    with pytest.raises(InvalidImageError, match="4, 4"):
+        Volume(np.zeros((2, 2, 2)), np.eye(3))
+    with pytest.raises(InvalidImageError, match="dimensions"):
+        Volume(np.zeros((2, 2)), np.eye(4))
+    with pytest.raises(InvalidImageError, match="singular"):
+        Volume(np.zeros((2, 2, 2)), np.zeros((4, 4)))
+    with pytest.raises(InvalidImageError, match="singular"):
+        Volume(np.zeros((2, 2, 2)), np.full((4, 4), np.nan))
+    canonical = Volume(rng.normal(size=(3, 4, 5)), LPS).to_canonical()
+    assert canonical.axcodes == ("R", "A", "S")
