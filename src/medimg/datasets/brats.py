@@ -67,6 +67,7 @@ import pandas as pd
 from ..errors import InvalidImageError, LayoutError
 
 __all__ = [
+    "LABEL_NAMES",
     "LABEL_VALUES",
     "LAYOUT_VERSION",
     "SEQUENCES",
@@ -79,8 +80,10 @@ __all__ = [
     "default_cache_dir",
     "evaluate",
     "find_subjects",
+    "label_volumes",
     "load_model",
     "load_subject",
+    "nifti_header",
     "predict_subject",
     "predict_volume",
     "preprocess",
@@ -88,6 +91,7 @@ __all__ = [
     "read_h5",
     "split_subjects",
     "standardize_volume",
+    "summarize_subjects",
     "targets_from_labels",
     "train_from_config",
     "uncrop",
@@ -1402,3 +1406,220 @@ def config_arguments(cfg: Any) -> dict[str, dict[str, Any]]:
                     "targets": cfg.targets, "overlap": float(cfg.overlap),
                     "batch_size": int(cfg.predict_batch_size)},
     }
+
+
+# =======================================================================================
+# Notebook 02 (issue 4): NIfTI header table, label volumes in mL, and a per-subject
+# summary (shape, spacing, constant slices, foreground box, tumour volumes).
+# =======================================================================================
+
+_HEADER_FIELDS = (
+    ("dim", "array dimensions (number of axes, then sizes)"),
+    ("datatype", "on-disk voxel type"),
+    ("pixdim", "voxel size per axis (qfac first)"),
+    ("xyzt_units", "units of pixdim (space, time)"),
+    ("scl_slope / scl_inter", "intensity scaling: value * slope + inter"),
+    ("qform_code", "qform meaning (1 scanner, 2 aligned, 0 unset)"),
+    ("sform_code", "sform meaning (1 scanner, 2 aligned, 0 unset)"),
+    ("affine", "voxel (i, j, k) -> world (x, y, z) mm"),
+    ("axcodes", "direction each voxel axis points to"),
+    ("descrip", "free text"),
+)
+
+
+def nifti_header(path: str | os.PathLike) -> pd.DataFrame:
+    """The fields of a NIfTI header that decide geometry and intensities, as a table.
+
+    Reads the header only (no voxel data).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``field`` (``dim``, ``datatype``, ``pixdim``, ``xyzt_units``,
+        ``scl_slope / scl_inter``, ``qform_code``, ``sform_code``, ``affine``,
+        ``axcodes``, ``descrip``); columns ``value`` (a display string) and
+        ``meaning``.
+
+    Raises
+    ------
+    DecodeError
+        The file is missing or not NIfTI.
+
+    Examples
+    --------
+    >>> nifti_header(row.flair).loc["axcodes", "value"]          # doctest: +SKIP
+    'LPS'
+    """
+    import nibabel as nib
+
+    from ..errors import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DecodeError("no such file", path)
+    try:
+        img = nib.load(str(path))
+        header = img.header
+        ndim = int(header["dim"][0])
+        slope, inter = header.get_slope_inter()
+        values = {
+            "dim": f"{ndim}: " + " x ".join(str(int(d)) for d in header["dim"][1:ndim + 1]),
+            "datatype": str(header.get_data_dtype()),
+            "pixdim": ", ".join(f"{float(p):g}" for p in header["pixdim"][:ndim + 1]),
+            "xyzt_units": ", ".join(str(u) for u in header.get_xyzt_units()),
+            "scl_slope / scl_inter": ("none" if slope is None
+                                      else f"{float(slope):g} / {float(inter or 0):g}"),
+            "qform_code": str(int(header["qform_code"])),
+            "sform_code": str(int(header["sform_code"])),
+            "affine": "; ".join(" ".join(f"{round(float(v), 3) + 0.0:g}" for v in affine_row)
+                                for affine_row in np.asarray(img.affine)[:3]),
+            "axcodes": "".join(nib.aff2axcodes(img.affine)),
+            "descrip": header["descrip"].item().decode("latin-1", "replace").strip() or "-",
+        }
+    except Exception as exc:
+        raise DecodeError(f"cannot read the NIfTI header ({type(exc).__name__}: {exc})",
+                          path) from exc
+    frame = pd.DataFrame([(name, values[name], meaning) for name, meaning in _HEADER_FIELDS],
+                         columns=["field", "value", "meaning"])
+    return frame.set_index("field")
+
+
+#: Names of the BraTS labels and regions in :func:`label_volumes` tables.
+LABEL_NAMES: dict[str, str] = {
+    "1": "necrotic / non-enhancing core", "2": "oedema", "4": "enhancing tumour",
+    "WT": "whole tumour {1, 2, 4}", "TC": "tumour core {1, 4}", "ET": "enhancing {4}",
+}
+
+
+def label_volumes(label: Any, spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> pd.DataFrame:
+    """Voxel counts and volumes in millilitres of each BraTS label and region.
+
+    Parameters
+    ----------
+    label : numpy.ndarray
+        ``(x, y, z)`` integer BraTS labels {0, 1, 2, 4}.
+    spacing : sequence of 3 float
+        Voxel size in mm (1 mL = 1000 mm^3).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label ``0, 1, 2, 4`` and region ``WT, TC, ET`` (index as
+        strings), columns ``name``, ``voxels`` (int) and ``volume_ml`` (float).
+
+    Raises
+    ------
+    InvalidImageError
+        Not 3-D, or values outside {0, 1, 2, 4} (a cache label with 3 must be mapped
+        back to 4 first).
+
+    Examples
+    --------
+    >>> label = np.zeros((10, 10, 10), np.uint8); label[:2, :5, :5] = 4
+    >>> label_volumes(label, (1.0, 1.0, 2.0)).loc["ET", "volume_ml"]
+    0.1
+    """
+    label = np.asarray(label)
+    if label.ndim != 3:
+        raise InvalidImageError(f"label has shape {label.shape}, expected 3-D (x, y, z)")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InvalidImageError(f"spacing must be 3 positive sizes in mm, got {spacing}")
+    values = np.unique(label)
+    bad = sorted(set(values.tolist()) - set(LABEL_VALUES))
+    if bad:
+        raise InvalidImageError(f"label holds values {bad}, expected only {{0, 1, 2, 4}}")
+    counts = np.bincount(label.ravel().astype(np.int64), minlength=5)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+    rows = [(str(v), "background" if v == 0 else LABEL_NAMES[str(v)], int(counts[v]))
+            for v in LABEL_VALUES]
+    rows += [(name, LABEL_NAMES[name], int(sum(counts[v] for v in values)))
+             for name, values in regions.items()]
+    frame = pd.DataFrame(rows, columns=["label", "name", "voxels"]).set_index("label")
+    frame["volume_ml"] = frame["voxels"] * voxel_ml
+    return frame
+
+
+def _summarize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    from ..io.volume import Volume
+    from ..spatial import constant_slices, crop_to_foreground
+
+    image, label, affine = load_subject(row)
+    volume = Volume(image, affine)
+    brain = (image != 0).any(axis=-1)
+    spacing = volume.spacing
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out: dict[str, Any] = {
+        "shape": "x".join(str(s) for s in image.shape[:3]),
+        "spacing_x_mm": spacing[0], "spacing_y_mm": spacing[1], "spacing_z_mm": spacing[2],
+        "axcodes": "".join(volume.axcodes),
+        "brain_ml": float(brain.sum()) * voxel_ml,
+    }
+    for axis, name in enumerate("xyz"):
+        out[f"constant_{name}"] = int(constant_slices(image, axis, channel_axis=-1).size)
+        out[f"slices_{name}"] = int(image.shape[axis])
+    try:
+        _, box = crop_to_foreground(image)
+        for (start, stop), name in zip(box, "xyz", strict=True):
+            out[f"box_{name}"] = stop - start
+    except InvalidImageError:
+        out.update(box_x=0, box_y=0, box_z=0)
+    if label is not None:
+        volumes = label_volumes(label, spacing)["volume_ml"]
+        out.update({f"{key.lower()}_ml": float(volumes[key]) for key in ("WT", "TC", "ET")})
+        out.update({f"label{v}_ml": float(volumes[str(v)]) for v in (1, 2, 4)})
+    return out
+
+
+def summarize_subjects(subjects: pd.DataFrame, *, n_jobs: int | None = -1,
+                       progress: bool = True) -> pd.DataFrame:
+    """One row per subject: grid, spacing, constant slices, brain box and tumour volumes.
+
+    Each subject is loaded with :func:`load_subject` (so the five files are checked
+    against each other) in worker processes; a subject that fails becomes a row
+    with its ``error`` and the others go on.
+
+    Parameters
+    ----------
+    subjects : pandas.DataFrame
+        From :func:`find_subjects`.
+    n_jobs : int, optional
+        Worker processes (-1: every core).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``subject, split, grade, shape`` (``"240x240x155"``),
+        ``spacing_{x,y,z}_mm``, ``axcodes`` (after canonical reorientation),
+        ``brain_ml`` (voxels non-zero in any sequence), ``constant_{x,y,z}`` (slices
+        constant in every sequence, :func:`medimg.spatial.constant_slices`) and
+        ``slices_{x,y,z}`` (slices per axis), ``box_{x,y,z}`` (size in voxels of the
+        bounding box of the brain), ``wt_ml, tc_ml, et_ml`` and ``label{1,2,4}_ml``
+        (NaN without a segmentation), and ``error`` (None when the subject loaded).
+    """
+    from .._parallel import map_items
+
+    rows = [r._asdict() if hasattr(r, "_asdict") else dict(r)
+            for r in (subjects.to_dict("records") if isinstance(subjects, pd.DataFrame)
+                      else subjects)]
+    results = map_items(_summarize_row, rows, n_jobs=n_jobs, progress=progress,
+                        desc="summarising subjects", unit="subject")
+    table = []
+    for result in results:
+        row = result.item
+        entry = {"subject": row.get("subject"), "split": row.get("split"),
+                 "grade": row.get("grade")}
+        entry.update(result.value or {})
+        entry["error"] = result.error
+        table.append(entry)
+    frame = pd.DataFrame(table)
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+    return frame
