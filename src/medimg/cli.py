@@ -167,4 +167,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run as `python -m medimg.cli`, this file is `__main__`, while medimg.commands
+    # registers its verbs in the imported `medimg.cli` module: use that one's main.
+    from medimg.cli import main as _imported_main
+
+    sys.exit(_imported_main())
