@@ -128,14 +128,29 @@ def _split_of(name: str) -> str:
     return "training"
 
 
-def _split_dirs(root: Path) -> list[Path]:
-    """Folders holding subject folders: the MICCAI_* folders under root, or root itself."""
+def _holds_subjects(folder: Path) -> bool:
+    """True when a child folder of ``folder`` holds NIfTI files (a subject folder)."""
+    return any(p.is_dir() and any(_NIFTI.search(f.name) for f in p.iterdir() if f.is_file())
+               for p in folder.iterdir())
+
+
+def _split_dirs(root: Path, depth: int = 2) -> list[Path]:
+    """Folders holding subject folders: the MICCAI_* folders under root, or root itself.
+
+    The Kaggle mirror nests them one level deeper
+    (``BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/``), so a named folder that
+    holds no subject folder itself is searched ``depth`` levels down.
+    """
     named = sorted(p for p in root.iterdir()
                    if p.is_dir() and re.search(r"(training|validation|testing)data", p.name,
                                                re.IGNORECASE))
-    if named:
-        return named
-    return [root]
+    found: list[Path] = []
+    for folder in named:
+        if _holds_subjects(folder):
+            found.append(folder)
+        elif depth > 0:
+            found.extend(d for d in _split_dirs(folder, depth - 1) if d != folder)
+    return found or [root]
 
 
 def _guess_role(subject: str, filename: str) -> str | None:
