@@ -296,8 +296,12 @@ def test_preprocess_is_resumable_and_redoes_nothing(source, tmp_path):
     again = brats.preprocess(source, out, n_jobs=1, n4=False, progress=False)
     assert (again.status == "cached").all()
     assert _mtimes(out) == before
-    # the earlier run's seconds are kept for cached subjects
+    # the earlier run's seconds and shapes are kept for cached subjects, run after run
     np.testing.assert_allclose(again.seconds, first.seconds)
+    assert list(again["shape"]) == list(first["shape"])
+    once_more = brats.preprocess(source, out, n_jobs=1, n4=False, progress=False)
+    np.testing.assert_allclose(once_more.seconds, first.seconds)
+    assert list(once_more["shape"]) == list(first["shape"])
     # a lost file is redone, and only it
     victim = f"{first.subject[1]}.h5"
     (out / victim).unlink()

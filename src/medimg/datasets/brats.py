@@ -539,17 +539,16 @@ def preprocess(
     if manifest_path.is_file():
         try:
             old = pd.read_csv(manifest_path)
-            previous = {r.subject: r.seconds for r in old.itertuples() if r.status == "ok"}
+            # cached rows carry the figures of the run that did the work: keep them
+            previous = {r.subject: {"seconds": r.seconds, "shape": r.shape}
+                        for r in old.itertuples() if r.status in ("ok", "cached")}
         except Exception:  # a damaged manifest is rebuilt, never fatal
             previous = {}
-    workers = min(resolve_n_jobs(n_jobs), max(1, len(subjects)))
     options = {
         "n4": bool(n4),
         "shrink": int(shrink),
         "iterations": [int(i) for i in iterations],
         "compression_level": int(compression_level),
-        # Processes x SimpleITK threads should not oversubscribe the cores.
-        "n_threads": max(1, (os.cpu_count() or 1) // workers),
     }
     records: dict[str, dict[str, Any]] = {}
     tasks = []
@@ -562,9 +561,13 @@ def preprocess(
         if row.get("problem"):
             record.update(status="error", error=f"LayoutError: {subject}: {row['problem']}")
         elif target.is_file() and not overwrite:
-            record.update(status="cached", seconds=previous.get(subject, np.nan))
+            record.update(status="cached", **previous.get(subject, {}))
         else:
             tasks.append({"row": row, "target": str(target), "options": options})
+    # Workers from the subjects left to do (a resumed run with one left uses every core
+    # in SimpleITK); processes x SimpleITK threads should not oversubscribe the cores.
+    workers = min(resolve_n_jobs(n_jobs), max(1, len(tasks)))
+    options["n_threads"] = max(1, (os.cpu_count() or 1) // workers)
     results = map_items(_preprocess_one, tasks, n_jobs=workers, progress=progress,
                         desc="BraTS preprocess", unit="subject")
     for result in results:
