@@ -76,6 +76,10 @@ def test_read_nifti_bundled_files():
     assert four_d.spacing == pytest.approx(ref4.header.get_zooms()[:3])
     assert four_d.meta["original_axcodes"] == tuple(
         nib.aff2axcodes(nib.load(str(NIBABEL_DATA / "example4d.nii.gz")).affine))
+    nifti2 = read_nifti(NIBABEL_DATA / "example_nifti2.nii.gz")
+    ref2 = nib.as_closest_canonical(nib.load(str(NIBABEL_DATA / "example_nifti2.nii.gz")))
+    np.testing.assert_allclose(nifti2.affine, ref2.affine)
+    np.testing.assert_allclose(np.asarray(nifti2.array, float), ref2.get_fdata(), rtol=1e-5)
 
 
 def test_read_nifti_scaled_data_is_float(tmp_path, rng):
