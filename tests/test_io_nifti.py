@@ -178,3 +178,53 @@ def test_volume_validates_and_describes(rng):
         Volume(np.zeros((2, 2, 2)), np.full((4, 4), np.nan))
     canonical = Volume(rng.normal(size=(3, 4, 5)), LPS).to_canonical()
     assert canonical.axcodes == ("R", "A", "S")
+
+
+# --- more cases (issue 4): nibabel canonical agreement, dtypes, masks, channels, bad files ---
+
+
+def test_reads_bundled_anatomical_to_canonical():
+    path = NIBABEL_DATA / "anatomical.nii"
+    source = nib.load(str(path))
+    volume = read_nifti(path)
+    assert volume.axcodes == ("R", "A", "S")
+    assert volume.meta["original_axcodes"] == tuple(nib.aff2axcodes(source.affine))
+    # Same voxels at the same world positions as nibabel's own canonical image.
+    canonical = nib.as_closest_canonical(source)
+    assert np.allclose(volume.affine, canonical.affine)
+    assert np.array_equal(volume.array, np.asanyarray(canonical.dataobj))
+    raw = read_nifti(path, canonical=False)
+    assert np.allclose(raw.affine, source.affine)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.float32])
+def test_round_trip(tmp_path, suffix, dtype):
+    array = (np.arange(3 * 4 * 5) % 7).astype(dtype).reshape(3, 4, 5)
+    volume = Volume(array, np.diag([0.5, 0.7, 2.0, 1.0]))
+    path = write_nifti(volume, tmp_path / f"x{suffix}")
+    back = read_nifti(path)
+    assert back.array.dtype == np.dtype(dtype)
+    assert np.array_equal(back.array, array) and np.allclose(back.affine, volume.affine)
+    header = nib.load(str(path)).header
+    assert header["sform_code"] == 1 and header["qform_code"] == 1
+    assert back.meta["xyzt_units"][0] == "mm"
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_write_bool_and_channels(tmp_path):
+    mask = np.zeros((3, 3, 3), bool)
+    mask[1, 1, 1] = True
+    assert read_nifti(write_nifti(Volume(mask, np.eye(4)), tmp_path / "m.nii.gz")).array.dtype \
+        == np.uint8
+    vector = np.random.default_rng(0).random((3, 4, 5, 2)).astype(np.float32)
+    back = read_nifti(write_nifti(Volume(vector, np.eye(4)), tmp_path / "v.nii"))
+    assert np.array_equal(back.array, vector)
+
+
+def test_missing_and_garbage_files(tmp_path):
+    with pytest.raises(DecodeError, match="no such file"):
+        read_nifti(tmp_path / "absent.nii.gz")
+    (tmp_path / "junk.nii").write_bytes(b"not a nifti file at all")
+    with pytest.raises(DecodeError, match="junk.nii"):
+        read_nifti(tmp_path / "junk.nii")
