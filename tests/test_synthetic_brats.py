@@ -1,48 +1,103 @@
-"""Synthetic BraTS phantoms: layout, contrasts, labels, reproducibility."""
+"""Synthetic BraTS phantoms (issue 4): the BraTS 2020 layout with name_mapping.csv,
+int16 at 1 mm stored LPS like the real files, label values, tissue contrasts, a bias
+field for N4, and determinism by seed."""
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 
-from medimg.io import read_nifti
 from medimg.synthetic.brats import make_brats, synthesize_subject
 
-
-def test_subject_contrasts_and_labels():
-    subject = synthesize_subject((48, 48, 40), seed=1)
-    t1, t2, flair = (subject.images[k].astype(float) for k in ("t1", "t2", "flair"))
-    csf, gm, wm = (subject.tissue == c for c in (1, 2, 3))
-    assert np.median(t1[wm]) > np.median(t1[gm]) > np.median(t1[csf])
-    assert np.median(t2[csf]) > np.median(t2[gm])
-    assert np.median(flair[csf]) < np.median(flair[gm])
-    assert set(np.unique(subject.label)) <= {0, 1, 2, 4} and (subject.label == 2).any()
-    if subject.grade == "HGG":
-        t1ce = subject.images["t1ce"].astype(float)
-        assert np.median(t1ce[subject.label == 4]) > np.median(t1ce[wm])
-    assert np.all(subject.images["t1"][subject.tissue == 0] == 0)  # skull-stripped
-    field = subject.bias_fields["t1"]
-    assert field.min() < 0.95 and field.max() > 1.05
+SHAPE = (32, 32, 24)
+SEQUENCES = ("flair", "t1", "t1ce", "t2")
 
 
-def test_seed_reproducible_and_subjects_differ():
-    a = synthesize_subject((32, 32, 24), seed=4)
-    b = synthesize_subject((32, 32, 24), seed=4)
-    c = synthesize_subject((32, 32, 24), seed=5)
-    assert np.array_equal(a.images["t1"], b.images["t1"])
-    assert not np.array_equal(a.label, c.label)
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic_brats")
+    make_brats(root, 2, seed=7, shape=SHAPE, n_validation=1, n_jobs=1, progress=False)
+    return root
 
 
-def test_make_brats_layout(tmp_path):
-    root = make_brats(tmp_path, 2, seed=0, shape=(32, 32, 24), n_jobs=1, progress=False)
-    train = root / "MICCAI_BraTS2020_TrainingData"
-    names = sorted(p.name for p in (train / "BraTS20_Training_002").iterdir())
-    assert names == [f"BraTS20_Training_002_{k}.nii.gz" for k in
-                     ("flair", "seg", "t1", "t1ce", "t2")]
-    table = pd.read_csv(train / "name_mapping.csv")
-    assert list(table["BraTS_2020_subject_ID"]) == ["BraTS20_Training_001",
-                                                    "BraTS20_Training_002"]
-    volume = read_nifti(train / "BraTS20_Training_001" / "BraTS20_Training_001_t1.nii.gz",
-                        canonical=False)
-    assert volume.array.dtype == np.int16 and volume.shape == (32, 32, 24)
-    assert volume.axcodes == ("L", "P", "S") and volume.spacing == (1.0, 1.0, 1.0)
+def test_make_brats_layout_and_name_mapping(dataset):
+    training = dataset / "MICCAI_BraTS2020_TrainingData"
+    validation = dataset / "MICCAI_BraTS2020_ValidationData"
+    subjects = sorted(p.name for p in training.iterdir() if p.is_dir())
+    assert subjects == ["BraTS20_Training_001", "BraTS20_Training_002"]
+    for name in subjects:
+        files = sorted(p.name for p in (training / name).iterdir())
+        assert files == sorted(f"{name}_{s}.nii.gz" for s in (*SEQUENCES, "seg"))
+    val_files = sorted(p.name for p in (validation / "BraTS20_Validation_001").iterdir())
+    assert val_files == sorted(f"BraTS20_Validation_001_{s}.nii.gz" for s in SEQUENCES)
+    table = pd.read_csv(training / "name_mapping.csv")
+    assert table.columns[0] == "Grade" and "BraTS_2020_subject_ID" in table.columns
+    assert list(table.BraTS_2020_subject_ID) == subjects
+    assert set(table.Grade) <= {"HGG", "LGG"}
+    assert (validation / "name_mapping.csv").is_file()
+
+
+def test_make_brats_files_are_int16_1mm_lps_with_brats_labels(dataset):
+    folder = dataset / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_001"
+    for sequence in SEQUENCES:
+        img = nib.load(str(folder / f"BraTS20_Training_001_{sequence}.nii.gz"))
+        assert img.shape == SHAPE
+        assert img.get_data_dtype() == np.int16
+        assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+        np.testing.assert_allclose(img.header.get_zooms(), (1.0, 1.0, 1.0))
+        data = np.asarray(img.dataobj)
+        assert data.min() == 0 and data.max() > 100  # skull-stripped, real signal
+    seg = np.asarray(nib.load(str(folder / "BraTS20_Training_001_seg.nii.gz")).dataobj)
+    values = set(np.unique(seg).tolist())
+    assert values <= {0, 1, 2, 4} and {0, 2} <= values and 3 not in values
+    flair = np.asarray(nib.load(str(folder / "BraTS20_Training_001_flair.nii.gz")).dataobj)
+    assert np.all(flair[seg > 0] > 0)  # the tumour lies inside the brain
+
+
+def test_make_brats_is_deterministic_by_seed(dataset, tmp_path):
+    make_brats(tmp_path / "a", 1, seed=7, shape=SHAPE, n_jobs=1, progress=False, compress=False)
+    make_brats(tmp_path / "b", 1, seed=8, shape=SHAPE, n_jobs=1, progress=False, compress=False)
+    name = "BraTS20_Training_001"
+    same = nib.load(str(tmp_path / "a" / "MICCAI_BraTS2020_TrainingData" / name
+                        / f"{name}_t1.nii"))
+    assert not (tmp_path / "a" / "MICCAI_BraTS2020_ValidationData").exists()
+    first = nib.load(str(dataset / "MICCAI_BraTS2020_TrainingData" / name / f"{name}_t1.nii.gz"))
+    other = nib.load(str(tmp_path / "b" / "MICCAI_BraTS2020_TrainingData" / name
+                         / f"{name}_t1.nii"))
+    np.testing.assert_array_equal(np.asarray(same.dataobj), np.asarray(first.dataobj))
+    assert not np.array_equal(np.asarray(other.dataobj), np.asarray(first.dataobj))
+    # subjects of one data set differ from each other
+    second = nib.load(str(dataset / "MICCAI_BraTS2020_TrainingData" / "BraTS20_Training_002"
+                          / "BraTS20_Training_002_t1.nii.gz"))
+    assert not np.array_equal(np.asarray(second.dataobj), np.asarray(first.dataobj))
+
+
+def test_synthesize_subject_contrasts_and_bias_field():
+    subject = synthesize_subject((48, 48, 40), seed=3)
+    tissue, label = subject.tissue, subject.label
+    csf, grey, white = tissue == 1, tissue == 2, tissue == 3
+    assert csf.any() and grey.any() and white.any() and (label > 0).any()
+
+    def mean(sequence, where):
+        return float(subject.images[sequence][where].mean())
+
+    assert mean("t1", white) > mean("t1", grey) > mean("t1", csf)
+    assert mean("flair", csf) < mean("flair", grey)
+    assert mean("t2", csf) > mean("t2", grey) > mean("t2", white)
+    assert mean("flair", label == 2) > mean("flair", white)  # oedema bright on FLAIR
+    if (label == 4).any():
+        assert subject.grade == "HGG"
+        assert mean("t1ce", label == 4) > mean("t1ce", white)  # enhancing rim
+    for sequence in SEQUENCES:
+        assert subject.images[sequence].dtype == np.int16
+        assert np.all(subject.images[sequence][tissue == 0] == 0)
+        field = subject.bias_fields[sequence]
+        assert field.shape == (48, 48, 40) and np.all(field > 0)
+        assert 0.05 < float(np.log(field).std()) < 0.5  # something for N4 to correct
+    assert subject.affine[0, 0] == 1.0 and subject.label.dtype == np.uint8
+    again = synthesize_subject((48, 48, 40), seed=3)
+    np.testing.assert_array_equal(again.images["t2"], subject.images["t2"])
+    with pytest.raises(ValueError, match="shape"):
+        synthesize_subject((4, 32, 32), seed=0)

@@ -144,11 +144,6 @@ def _tumour(shape, brain, wm, rng, scale_mm):
     """Soft memberships (oedema region, core, necrosis) and the hard label, on a sub-box."""
     # Centre in white matter, away from the brain's edge.
     inner = wm > 0.6
-    # Gliomas grow mostly in the cerebral hemispheres: keep the centre above the
-    # lower 40 % of the brain (the cerebellum and brain stem).
-    brain_z = np.flatnonzero((brain > 0.5).any(axis=(0, 1)))
-    if brain_z.size:
-        inner[:, :, : int(brain_z[0] + 0.4 * (brain_z[-1] - brain_z[0]))] = False
     candidates = np.argwhere(inner[::3, ::3, ::3]) * 3
     if candidates.size == 0:
         candidates = np.argwhere(brain > 0.5)
