@@ -64,8 +64,11 @@ def overlay(image, truth=None, prediction=None, *, ax=None, window=None, labels=
     if prediction is not None:
         prediction = np.asarray(prediction) > 0
         if prediction.any():
-            ax.imshow(np.ma.masked_equal(prediction.astype(np.int8), 0), cmap="autumn",
-                      vmin=0, vmax=1, alpha=alpha, aspect=aspect, interpolation="nearest")
+            from matplotlib.colors import ListedColormap
+
+            ax.imshow(np.ma.masked_equal(prediction.astype(np.int8), 0),
+                      cmap=ListedColormap(["#d62728"]), vmin=0, vmax=1, alpha=alpha,
+                      aspect=aspect, interpolation="nearest")
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_axis_off()
