@@ -25,12 +25,15 @@ def test_runs_with_profile_and_collects_figures(tmp_path):
         tmp_path / "ok.ipynb",
         "import os\nfrom medimg import report\nprofile = os.environ['MEDIMG_PROFILE']",
         "report.record('ok', profile=profile, value=1.5)",
+        "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])",
     )
     run = run_notebook(nb, profile="smoke", output_dir=tmp_path / "out", html=True)
     assert run.status == "ok" and run.error is None
     assert run.figures == {"profile": "smoke", "value": 1.5}
     executed = nbformat.read(tmp_path / "out" / "ok.ipynb", as_version=4)
     assert executed.cells[1].execution_count == 1
+    # figures are embedded in the executed copy (not lost to a non-interactive backend)
+    assert any("image/png" in out.get("data", {}) for out in executed.cells[3].outputs)
     assert (tmp_path / "out" / "ok.html").read_text().lower().startswith("<!doctype html")
     assert run.wall_time_s > 0
 

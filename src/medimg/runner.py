@@ -2,7 +2,7 @@
 
 Shared by ``make demo`` (``medimg demo``) and the tests. A notebook runs with its own
 folder as working directory, ``MEDIMG_PROFILE`` set to the profile, matplotlib on the
-non-interactive Agg backend, and ``MEDIMG_RESULTS_FILE`` pointing at a file that
+inline backend (figures embedded in the executed copy), and ``MEDIMG_RESULTS_FILE`` pointing at a file that
 :func:`medimg.report.record` fills in.
 """
 
@@ -124,7 +124,9 @@ def run_notebook(
             "MEDIMG_PROFILE": profile,
             RESULTS_ENV: str(results_file),
             "MEDIMG_HOME": str(find_repo_root(path.parent)),
-            "MPLBACKEND": "Agg",
+            # matplotlib's inline backend (ipykernel's default) embeds the figures in the
+            # executed copy; an inherited MPLBACKEND=Agg would silently drop them.
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONWARNINGS": "ignore::DeprecationWarning",
             **(extra_env or {}),
