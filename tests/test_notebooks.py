@@ -32,3 +32,7 @@ def test_notebook_runs_under_smoke(path, tmp_path):
     run = run_notebook(path, profile="smoke", output_dir=tmp_path, timeout=900)
     assert run.status == "ok"
     assert run.figures, f"{path.name} recorded no headline figures (medimg.report.record)"
+    executed = json.loads((tmp_path / path.name).read_text(encoding="utf-8"))
+    images = sum("image/png" in output.get("data", {})
+                 for cell in executed["cells"] for output in cell.get("outputs", []))
+    assert images >= 1, f"{path.name}: the executed copy shows no figure"
