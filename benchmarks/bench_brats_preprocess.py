@@ -45,8 +45,9 @@ def textbook_subject(paths: dict, out: Path, subject: str) -> None:
     for axis in range(3):
         keep = []
         for i in range(image.shape[axis]):
-            piece = np.take(image, i, axis=axis)
-            if piece.max() != piece.min() or np.take(label, i, axis=axis).any():
+            index = (slice(None),) * axis + (i,)  # a view, not a copy (np.take copies)
+            piece = image[index]
+            if piece.max() != piece.min() or label[index].any():
                 keep.append(i)
         box.append(slice(keep[0], keep[-1] + 1))
     image = np.ascontiguousarray(image[tuple(box)])
