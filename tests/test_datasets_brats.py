@@ -420,6 +420,7 @@ def _cli(*args):
                           capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow  # three subprocesses, ~8 s on a loaded 2-core machine
 def test_prepare_brats_command(root, tmp_path):
     out = tmp_path / "h5"
     proc = _cli("--root", str(root), "--out", str(out), "--n-jobs", "1", "--shrink", "2")
