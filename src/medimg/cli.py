@@ -38,6 +38,14 @@ def register(verb: str, dataset: str, help_text: str,
     return decorate
 
 
+def profile_argument(parser: argparse.ArgumentParser, default: str | None = None, *,
+                     help: str = "config profile (default: $MEDIMG_PROFILE or demo)") -> None:
+    """Add the ``--profile {smoke,demo,full}`` option every verb shares."""
+    from .config import PROFILES
+
+    parser.add_argument("--profile", choices=PROFILES, default=default, help=help)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .config import find_repo_root
     from .runner import find_notebooks, format_table, run_notebooks
@@ -93,12 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medimg {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    def profile_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
-        p.add_argument("--profile", choices=("smoke", "demo", "full"), default=default,
-                       help="config profile (default: $MEDIMG_PROFILE or demo)")
-
     p = sub.add_parser("demo", help="execute every notebook, write reports/ and a results table")
-    profile_arg(p, "demo")
+    profile_argument(p, "demo")
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
     p.add_argument("--reports", default="reports", help="output folder (default: reports)")
     p.add_argument("--no-html", action="store_true", help="skip the HTML export")
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("notebook", help="execute one notebook under a profile")
     p.add_argument("path")
-    profile_arg(p, "smoke")
+    profile_argument(p, "smoke")
     p.add_argument("--reports", default="reports")
     p.add_argument("--no-html", action="store_true")
     p.add_argument("--timeout", type=int, default=None)
@@ -115,13 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write synthetic data for a data set")
     p.add_argument("name", choices=("rsna", "brats", "verse"))
-    profile_arg(p)
+    profile_argument(p)
     p.add_argument("--force", action="store_true", help="regenerate even if present")
     p.set_defaults(handler=_cmd_synth)
 
     p = sub.add_parser("config", help="print a data set's resolved configuration")
     p.add_argument("name")
-    profile_arg(p)
+    profile_argument(p)
     p.set_defaults(handler=_cmd_config)
 
     _load_verbs()

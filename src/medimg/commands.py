@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import register
+from .cli import profile_argument, register
 
 # --- medimg prepare brats (issue 4) ---------------------------------------------------
 
@@ -19,9 +19,8 @@ def _prepare_brats_arguments(parser: argparse.ArgumentParser) -> None:
                              "data generated as the notebooks would)")
     parser.add_argument("--out", default=None,
                         help="output folder for the HDF5 files and manifest.csv "
-                             "(default: <data root>/../brats-h5-<profile>)")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile (default: $MEDIMG_PROFILE or demo)")
+                             "(default: <data root>-h5, beside the data set)")
+    profile_argument(parser)
     parser.add_argument("--n-jobs", type=int, default=None,
                         help="worker processes (default: the config's n_jobs; -1 = all cores)")
     parser.add_argument("--no-n4", action="store_true", help="skip N4 bias-field correction")
@@ -36,12 +35,12 @@ def _prepare_brats(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .datasets.brats import preprocess
+    from .datasets.brats import default_cache_dir, preprocess
     from .synthetic import ensure_data
 
     cfg = load_config("brats", args.profile)
     root = Path(args.root) if args.root else ensure_data(cfg)
-    out = Path(args.out) if args.out else root.parent / f"{root.name}-h5"
+    out = Path(args.out) if args.out else default_cache_dir(root)
     options = cfg.preprocess
     manifest = preprocess(
         root, out,
@@ -64,8 +63,7 @@ def _train_rsna_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None,
                         help="RSNA folder (default: the config's data root, or synthetic "
                              "data generated as the notebooks would)")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile (default: $MEDIMG_PROFILE or demo)")
+    profile_argument(parser)
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs (default: the config's classifier.epochs)")
     parser.add_argument("--run-dir", default=None,
@@ -98,8 +96,7 @@ def _verse_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None,
                         help="VerSe folder (default: the config's data root, or synthetic "
                              "data generated as the notebooks would)")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile (default: $MEDIMG_PROFILE or demo)")
+    profile_argument(parser)
 
 
 def _prepare_verse_arguments(parser: argparse.ArgumentParser) -> None:
@@ -161,8 +158,7 @@ def _predict_verse_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model.keras from medimg train verse")
     parser.add_argument("--scan", required=True, help="CT NIfTI (*_ct.nii.gz)")
     parser.add_argument("--out", required=True, help="output mask (.nii.gz), CT's affine")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile whose slice settings the model was trained with")
+    profile_argument(parser, help="config profile whose slice settings the model was trained with")
 
 
 @register("predict", "verse", "segment the spine of one CT scan, written as NIfTI",
@@ -192,8 +188,7 @@ def _train_brats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", default=None,
                         help="BraTS folder (default: the config's data root, or synthetic "
                              "data generated as the notebooks would)")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile (default: $MEDIMG_PROFILE or demo)")
+    profile_argument(parser)
     parser.add_argument("--epochs", type=int, default=None,
                         help="maximum epochs (default: the config's epochs)")
     parser.add_argument("--out", default=None,
@@ -226,8 +221,7 @@ def _predict_brats_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="output label map (.nii.gz): labels {0, 1, 2, 4} on the "
                              "original grid with the original affine")
-    parser.add_argument("--profile", choices=("smoke", "demo", "full"), default=None,
-                        help="config profile the model was trained with (window, targets)")
+    profile_argument(parser, help="config profile the model was trained with (window, targets)")
     parser.add_argument("--overlap", type=float, default=None,
                         help="window overlap (default: the config's overlap)")
     parser.add_argument("--no-n4", action="store_true",
