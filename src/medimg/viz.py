@@ -80,6 +80,20 @@ def overlay(image, truth=None, prediction=None, *, ax=None, window=None, labels=
 # ---------------------------------------------------------------------------------------
 
 
+def _panel_grid(n_panels, ncols, panel_size):
+    """A figure with ``n_panels`` square panels in rows of at most ``ncols``.
+
+    Returns the figure and a 2-D array of axes (``squeeze=False``); panels past
+    ``n_panels`` are left for the caller to hide.
+    """
+    import matplotlib.pyplot as plt
+
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    return plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
+                        squeeze=False)
+
+
 def image_grid(images, *, titles=None, boxes=None, ncols=4, panel_size=3.0, cmap="gray",
                vmin=None, vmax=None, box_color="tab:red", suptitle=None):
     """Show 2-D images in a grid, optionally with boxes drawn on them.
@@ -106,17 +120,13 @@ def image_grid(images, *, titles=None, boxes=None, ncols=4, panel_size=3.0, cmap
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.patches import Rectangle
 
     images = list(images)
     if not images:
         raise ValueError("image_grid needs at least one image")
-    ncols = max(1, min(ncols, len(images)))
-    nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
-                             squeeze=False)
+    fig, axes = _panel_grid(len(images), ncols, panel_size)
     for index, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if index >= len(images):
@@ -150,14 +160,10 @@ def category_rates(table, columns, *, by="class", normalize=True, ncols=3, panel
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     columns = list(columns)
-    ncols = max(1, min(ncols, len(columns)))
-    nrows = -(-len(columns) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
-                             squeeze=False)
+    fig, axes = _panel_grid(len(columns), ncols, panel_size)
     for ax, column in zip(axes.ravel(), columns, strict=False):
         counts = pd.crosstab(table[column], table[by], normalize="index" if normalize else False)
         counts.plot(kind="bar", stacked=True, ax=ax, legend=False, colormap="viridis", width=0.8)
@@ -190,14 +196,10 @@ def distributions_by(table, columns, *, by="class", ncols=3, panel_size=3.6, bin
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     columns = list(columns)
-    ncols = max(1, min(ncols, len(columns)))
-    nrows = -(-len(columns) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows),
-                             squeeze=False)
+    fig, axes = _panel_grid(len(columns), ncols, panel_size)
     from matplotlib.patches import Patch
 
     frame = table.copy()
