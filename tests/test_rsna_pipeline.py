@@ -207,15 +207,20 @@ def test_cache_resumes_from_items(table, tmp_path):
     assert np.all(full.images[full.rows([table.patientId.iloc[6]])[0]] == 7)
 
 
+def _local_copy(rows, local_dir):
+    """Copy the rows' DICOM files into ``local_dir``; return the rows with their new paths."""
+    local_dir.mkdir()
+    local = rows.copy()
+    for path in local.path:
+        shutil.copy(path, local_dir)
+    local["path"] = [str(local_dir / path.rsplit("/", 1)[1]) for path in local.path]
+    return local
+
+
 def test_cache_rebuilds_changed_files(table, tmp_path):
     import os
 
-    local_dir = tmp_path / "images"
-    local_dir.mkdir()
-    local = table.iloc[:4].copy()
-    for p in local.path:
-        shutil.copy(p, local_dir)
-    local["path"] = [str(local_dir / p.rsplit("/", 1)[1]) for p in local.path]
+    local = _local_copy(table.iloc[:4], tmp_path / "images")
     first = rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1,
                              progress=False)
     before = np.asarray(first.images[first.rows([local.patientId.iloc[1]])[0]]).copy()
@@ -280,11 +285,7 @@ def test_dataset_leaves_out_failed_patients(table, tmp_path):
 
 def test_cache_drops_rows_of_deleted_files_only(table, tmp_path):
     local_dir = tmp_path / "images"
-    local_dir.mkdir()
-    local = table.iloc[:4].copy()
-    for p in local.path:
-        shutil.copy(p, local_dir)
-    local["path"] = [str(local_dir / p.rsplit("/", 1)[1]) for p in local.path]
+    local = _local_copy(table.iloc[:4], local_dir)
     rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1, progress=False)
     (local_dir / local.path.iloc[3].rsplit("/", 1)[1]).unlink()  # patient 3's file is gone
     subset = rsna.build_cache(local.iloc[:1], tmp_path / "c", image_shape=(32, 32), n_jobs=1,
