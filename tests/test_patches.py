@@ -268,3 +268,41 @@ def test_patch_sampler_in_place_reuses_the_callers_array(rng):
     assert owned.image is image
     np.testing.assert_allclose(image, copy.image, atol=1e-6)
     np.testing.assert_allclose(image, (original - copy.mean) / copy.std, rtol=1e-5, atol=1e-5)
+
+
+def _old_sample(sampler, n, rng):
+    """PatchSampler.sample as it was before the preallocated batch: every patch copied
+    by iter_patches, then np.stack."""
+    pairs = list(sampler.iter_patches(n, rng=rng))
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_patch_sampler_sample_equals_the_stacked_patches(rng, standardize, channels):
+    image, label = _volume(rng, (26, 24, 18), channels or 1)
+    if channels is None:
+        image = image[..., 0]
+    sampler = patches.PatchSampler(image, label, (8, 7, 6), max_background=0.9,
+                                   standardize=standardize)
+    images, labels = sampler.sample(12, rng=11)
+    old_images, old_labels = _old_sample(sampler, 12, rng=11)
+    assert images.dtype == old_images.dtype and labels.dtype == old_labels.dtype
+    assert images.shape == old_images.shape and labels.shape == old_labels.shape
+    np.testing.assert_array_equal(images, old_images)
+    np.testing.assert_array_equal(labels, old_labels)
+    # and the same patches as sample_patches draws for the same seed (no standardising)
+    if not standardize:
+        pairs = patches.sample_patches(image, label, (8, 7, 6), 12, max_background=0.9,
+                                       rng=11)
+        np.testing.assert_array_equal(images, np.stack([p[0] for p in pairs]))
+        np.testing.assert_array_equal(labels, np.stack([p[1] for p in pairs]))
+    assert images.flags.c_contiguous and labels.flags.c_contiguous
+
+
+def test_patch_sampler_sample_zero_patches(rng):
+    image, label = _volume(rng)
+    sampler = patches.PatchSampler(image, label, (8, 8, 8))
+    images, labels = sampler.sample(0, rng=0)
+    assert images.shape == (0, 8, 8, 8, 2) and images.dtype == image.dtype
+    assert labels.shape == (0, 8, 8, 8) and labels.dtype == label.dtype

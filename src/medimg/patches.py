@@ -451,12 +451,18 @@ class PatchSampler:
         labels : numpy.ndarray, shape (n, *patch_shape)
             The label's dtype.
         """
-        pairs = list(self.iter_patches(n, rng=rng))
-        extra = self.image.shape[len(self.patch_shape):]
-        if not pairs:
-            return (np.empty((0, *self.patch_shape, *extra), self.image.dtype),
-                    np.empty((0, *self.patch_shape), self.label.dtype))
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        starts = self.starts(n, rng=rng)
+        patch = self.patch_shape
+        extra = self.image.shape[len(patch):]
+        # One preallocated batch, each patch copied straight into its slot: no per-patch
+        # copy followed by np.stack (which held every patch twice at the peak).
+        images = np.empty((len(starts), *patch, *extra), self.image.dtype)
+        labels = np.empty((len(starts), *patch), self.label.dtype)
+        for slot, start in enumerate(starts):
+            window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+            images[slot] = self.image[window]
+            labels[slot] = self.label[window]
+        return images, labels
 
 
 def sample_patches(image: np.ndarray, label: np.ndarray, patch_shape: Sequence[int], n: int, *,
