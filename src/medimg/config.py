@@ -21,6 +21,14 @@ holds, with a value of the same type (an int is accepted where a float is
 expected; ``null`` in ``defaults`` accepts anything). Every violation raises
 :class:`~medimg.errors.ConfigError` naming the file, the key and what was expected.
 
+Every data set's config shares one skeleton (:data:`REQUIRED_SECTIONS`), so the same
+words mean the same thing everywhere: ``seed`` and ``n_jobs``; ``synthetic`` (the
+look-alike generator's arguments); ``split`` (``validation_fraction``,
+``test_fraction``: by patient or subject, :func:`medimg.datasets.splits.split_by_group`);
+``train`` (``epochs``, ``batch_size`` (global, over all devices), ``learning_rate``,
+``patience`` and the rest of :func:`medimg.training.train`'s switches). Sections of
+their own (``preprocess``, ``model``, ``predict``, ``eda``...) follow the task.
+
 The profile is chosen by argument, else by ``MEDIMG_PROFILE``, else ``demo``. The data
 root is ``MEDIMG_<NAME>_ROOT`` when set (e.g. ``MEDIMG_RSNA_ROOT``), else
 ``data.root``.
@@ -36,12 +44,21 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["PROFILES", "Config", "Section", "find_repo_root", "load_config"]
+__all__ = ["PROFILES", "REQUIRED_SECTIONS", "Config", "Section", "find_repo_root", "load_config"]
 
 PROFILES = ("smoke", "demo", "full")
 DEFAULT_PROFILE = "demo"
-_TOP_LEVEL = {"name", "description", "data", "defaults", "profiles"}
+_TOP_LEVEL = {"name", "task", "description", "data", "defaults", "profiles"}
 _DATA_KEYS = {"root", "synthetic_root"}
+#: Keys every config's ``defaults`` must hold (section -> its required keys; None for a
+#: plain value): one schema across ``configs/*.yaml``.
+REQUIRED_SECTIONS: dict[str, tuple[str, ...] | None] = {
+    "seed": None,
+    "n_jobs": None,
+    "synthetic": (),
+    "split": ("validation_fraction", "test_fraction"),
+    "train": ("epochs", "batch_size", "learning_rate", "patience"),
+}
 
 
 def find_repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -104,7 +121,10 @@ class Config(Section):
     Attributes
     ----------
     name : str
-        Data set name (``rsna``, ``brats``, ``verse``).
+        Data set name (``rsna``, ``brats``, ``verse``, ``segmentation``).
+    task : str or None
+        The pipeline that runs it (``segmentation``, ``classification``), from the
+        file's top-level ``task`` key.
     profile : str
         ``smoke``, ``demo`` or ``full``.
     path : pathlib.Path
@@ -114,9 +134,11 @@ class Config(Section):
     """
 
     def __init__(self, *, name: str, profile: str, path: Path, repo_root: Path,
-                 data: Mapping[str, Any], values: Mapping[str, Any], description: str = ""):
+                 data: Mapping[str, Any], values: Mapping[str, Any], description: str = "",
+                 task: str | None = None):
         super().__init__(values, f"{path.name}[{profile}]")
         self.name = name
+        self.task = task
         self.profile = profile
         self.path = path
         self.repo_root = repo_root
@@ -280,6 +302,18 @@ def load_config(name: str | os.PathLike, profile: str | None = None, *,
                              ("data", data, dict)):
         if not isinstance(value, kind):
             raise ConfigError(f"key {key!r} must be a mapping", path)
+    for section, keys in REQUIRED_SECTIONS.items():
+        if section not in defaults:
+            raise ConfigError(f"missing key 'defaults.{section}' (every config has "
+                              f"{', '.join(REQUIRED_SECTIONS)})", path)
+        if keys is not None:
+            if not isinstance(defaults[section], dict):
+                raise ConfigError(f"key 'defaults.{section}' must be a mapping", path)
+            missing = [k for k in keys if k not in defaults[section]]
+            if missing:
+                raise ConfigError(f"missing key 'defaults.{section}.{missing[0]}'", path)
+    if "task" in raw and not isinstance(raw["task"], str):
+        raise ConfigError("key 'task' must be a string", path)
     bad_data = set(data) - _DATA_KEYS
     if bad_data:
         raise ConfigError(f"unknown key 'data.{sorted(bad_data)[0]}' "
@@ -301,4 +335,5 @@ def load_config(name: str | os.PathLike, profile: str | None = None, *,
     if overrides:
         values = _merge(path, values, overrides, "")
     return Config(name=raw["name"], profile=chosen, path=path, repo_root=repo_root,
-                  data=data, values=values, description=raw.get("description", ""))
+                  data=data, values=values, description=raw.get("description", ""),
+                  task=raw.get("task"))

@@ -7,8 +7,10 @@ medimg notebook    execute one notebook
 medimg synth       write synthetic data for a data set (as the notebooks would)
 medimg config      print a data set's resolved configuration
 
-Data-set verbs (``medimg prepare brats``, ``medimg train rsna``, ``medimg predict brats``)
-are defined in :mod:`medimg.commands`, which registers them in :data:`VERBS`.
+Task verbs (``medimg train segmentation``, ``medimg prepare brats``, ``medimg train rsna``,
+``medimg predict brats``, ...) are defined in the modules of this package named in
+:data:`VERB_MODULES` (one per task: thin wrappers over :mod:`medimg.tasks`), which
+register them in :data:`VERBS`.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
-from .errors import MedimgError
+from .. import __version__
+from ..errors import MedimgError
 
 #: data-set verbs: (verb, data set) -> (help, function adding arguments, handler)
 VERBS: dict[tuple[str, str], tuple[str, Callable[[argparse.ArgumentParser], None],
                                    Callable[[argparse.Namespace], int]]] = {}
+
+
+#: modules that register task verbs (imported when the parser is built)
+VERB_MODULES: tuple[str, ...] = ("medimg.cli.segmentation", "medimg.cli.classification",
+                                 "medimg.commands")
 
 
 def register(verb: str, dataset: str, help_text: str,
@@ -41,14 +48,14 @@ def register(verb: str, dataset: str, help_text: str,
 def profile_argument(parser: argparse.ArgumentParser, default: str | None = None, *,
                      help: str = "config profile (default: $MEDIMG_PROFILE or demo)") -> None:
     """Add the ``--profile {smoke,demo,full}`` option every verb shares."""
-    from .config import PROFILES
+    from ..config import PROFILES
 
     parser.add_argument("--profile", choices=PROFILES, default=default, help=help)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .config import find_repo_root
-    from .runner import find_notebooks, format_table, run_notebooks
+    from ..config import find_repo_root
+    from ..runner import find_notebooks, format_table, run_notebooks
 
     root = find_repo_root()
     notebooks = [Path(p) for p in args.notebooks] or find_notebooks(root / "notebooks")
@@ -64,7 +71,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
-    from .runner import format_table, run_notebook
+    from ..runner import format_table, run_notebook
 
     run = run_notebook(args.path, profile=args.profile, output_dir=args.reports,
                        html=not args.no_html, timeout=args.timeout)
@@ -73,8 +80,8 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .synthetic import ensure_data
+    from ..config import load_config
+    from ..synthetic import ensure_data
 
     cfg = load_config(args.name, args.profile)
     print(ensure_data(cfg, force=args.force))
@@ -82,7 +89,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     cfg = load_config(args.name, args.profile)
     print(json.dumps({"name": cfg.name, "profile": cfg.profile, "file": str(cfg.path),
@@ -145,7 +152,7 @@ def _load_verbs() -> None:
     """Import the modules that register data-set verbs (cheap: no TensorFlow)."""
     import importlib
 
-    for module in ("medimg.commands",):
+    for module in VERB_MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -168,11 +175,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medimg: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    # Run as `python -m medimg.cli`, this file is `__main__`, while medimg.commands
-    # registers its verbs in the imported `medimg.cli` module: use that one's main.
-    from medimg.cli import main as _imported_main
-
-    sys.exit(_imported_main())
