@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["callbacks", "train", "train_rsna"]
+__all__ = ["callbacks", "train"]
 
 
 def callbacks(
@@ -154,94 +154,3 @@ def train(
     table.attrs.update(best_epoch=best_epoch, monitor=monitor, run_dir=str(run_dir))
     return table
 
-
-def train_rsna(cfg: Any, *, root: str | os.PathLike | None = None, epochs: int | None = None,
-               run_dir: str | os.PathLike | None = None, progress: bool = True,
-               verbose: int | str = 2) -> dict[str, Any]:
-    """The whole RSNA pneumonia classifier job: what notebook 03 does, without plots.
-
-    Labels and metadata, features, a patient-level split, the preprocessed cache,
-    ``tf.data`` pipelines, :func:`medimg.models.two_input_classifier`, training with
-    the standard callbacks, and held-out evaluation (AUC with its bootstrap
-    interval, AUC per view position). Settings come from ``cfg.classifier``.
-
-    Parameters
-    ----------
-    cfg : medimg.config.Config
-        ``load_config("rsna", profile)``.
-    root : path, optional
-        Data root; default :func:`medimg.synthetic.ensure_data` (the real data set
-        when configured, else synthetic).
-    epochs : int, optional
-        Overrides ``cfg.classifier.epochs``.
-    run_dir : path, optional
-        Overrides ``cfg.classifier.run_dir`` (the profile name is appended).
-    progress : bool
-        Progress bars for metadata and cache building.
-    verbose :
-        Keras ``fit`` verbosity.
-
-    Returns
-    -------
-    dict
-        ``test_auc``, ``test_auc_low``, ``test_auc_high``, ``n_test``,
-        ``threshold`` (``cfg.classifier.threshold``, or chosen on the validation
-        patients by Youden's J when that is 0) with the test ``sensitivity`` and
-        ``specificity`` at it, ``best_epoch``, ``epochs_run``, ``run_dir``,
-        ``model_path``, ``auc_by_view``
-        (a DataFrame), ``history`` (a DataFrame), ``cache_counts`` and
-        ``feature_defaults`` (the documented defaults applied, counted).
-    """
-    import keras
-
-    from .datasets import rsna
-    from .io import dicom_metadata
-    from .metrics import auc_by_group, auc_with_ci, confusion_at, youden_threshold
-    from .models import two_input_classifier
-    from .synthetic import ensure_data
-
-    c = cfg.classifier
-    root = Path(root) if root is not None else ensure_data(cfg)
-    keras.utils.set_random_seed(int(cfg.seed))
-    patients = rsna.patients(rsna.load_labels(root))
-    metadata = dicom_metadata(patients["path"], n_jobs=cfg.n_jobs, progress=progress)
-    table = rsna.split(rsna.feature_table(patients, metadata), val_fraction=c.val_fraction,
-                       test_fraction=c.test_fraction, seed=int(cfg.seed))
-    cache = rsna.build_cache(
-        table, cfg.repo_root / c.cache_dir / Path(root).name,
-        image_shape=(c.image_size, c.image_size), spacing_mm=c.spacing_mm,
-        clip_limit=c.clahe_clip_limit, tile_grid=tuple(c.clahe_tile_grid),
-        n_jobs=cfg.n_jobs, progress=progress)
-    parts = {name: table[table["split"] == name] for name in ("train", "val", "test")}
-    train_ds = rsna.dataset(cache, parts["train"], batch_size=c.batch_size, shuffle=True,
-                            augment=c.augment, seed=int(cfg.seed))
-    val_ds = rsna.dataset(cache, parts["val"], batch_size=64, shuffle=False)
-    model = two_input_classifier(
-        (c.image_size, c.image_size, 1), len(rsna.FEATURE_COLUMNS), filters=c.filters,
-        convs_per_block=c.convs_per_block, batch_norm=c.batch_norm, dropout=c.dropout,
-        dense_units=c.dense_units, feature_units=c.feature_units,
-        learning_rate=c.learning_rate)
-    run_dir = Path(run_dir) if run_dir is not None else cfg.repo_root / c.run_dir
-    run_dir = run_dir / cfg.profile
-    history = train(model, train_ds, val_ds, epochs=int(epochs or c.epochs), run_dir=run_dir,
-                    monitor=c.monitor, patience=c.patience, verbose=verbose,
-                    seed=int(cfg.seed))
-    model_path = run_dir / "model.keras"
-    model.save(model_path)
-    scored = rsna.predict(model, cache, parts["test"])
-    auc = auc_with_ci(scored["Target"], scored["score"], n_bootstrap=c.n_bootstrap,
-                      seed=int(cfg.seed))
-    threshold = float(c.threshold)
-    if threshold <= 0:
-        validation = rsna.predict(model, cache, parts["val"])
-        threshold = youden_threshold(validation["Target"], validation["score"])
-    confusion = confusion_at(scored["Target"], scored["score"], threshold)
-    by_view = auc_by_group(scored["Target"], scored["score"], scored["view_position"],
-                           n_bootstrap=c.n_bootstrap, seed=int(cfg.seed))
-    return {"test_auc": auc["auc"], "test_auc_low": auc["low"], "test_auc_high": auc["high"],
-            "n_test": auc["n"], "best_epoch": history.attrs["best_epoch"],
-            "epochs_run": len(history), "run_dir": str(run_dir), "model_path": str(model_path),
-            "threshold": threshold, "sensitivity": confusion.attrs["sensitivity"],
-            "specificity": confusion.attrs["specificity"],
-            "auc_by_view": by_view, "history": history, "cache_counts": cache.counts,
-            "feature_defaults": table.attrs.get("defaults", {})}
