@@ -75,3 +75,24 @@ def test_record_without_runner_only_returns(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert report.record("nb", dice=0.9) == {"dice": 0.9}
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("umask", "expected"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_end_with_the_umask_mode(tmp_path, umask, expected):
+    from medimg._fsutil import current_umask
+
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        text = atomic_write_text(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_path(tmp_path / "c.bin") as tmp:  # a writer that replaces the file
+            tmp.unlink()
+            tmp.write_bytes(b"y")
+        with open(tmp_path / "plain", "w") as handle:  # what open() gives, for comparison
+            handle.write("z")
+    finally:
+        os.umask(previous)
+    for name in (text.name, "b.bin", "c.bin", "plain"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name

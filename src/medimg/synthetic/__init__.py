@@ -21,7 +21,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["GENERATORS", "ensure_data"]
+__all__ = ["GENERATORS", "ensure_data", "make_brats", "make_rsna", "make_verse"]
 
 #: data set name -> (module, function) of its generator; the function is called as
 #: ``fn(root, **cfg.synthetic, seed=cfg.seed)``.
@@ -31,6 +31,24 @@ GENERATORS: dict[str, tuple[str, str]] = {
     "verse": ("medimg.synthetic.verse", "make_verse"),
 }
 _MARKER = ".medimg-synthetic.json"
+
+
+def __getattr__(name: str) -> Any:
+    """``make_rsna``, ``make_brats``, ``make_verse`` on first use (PEP 562).
+
+    Importing a generator module pulls in pydicom/OpenCV/nibabel (about 0.2 s);
+    ``import medimg.synthetic`` stays light until a generator is asked for.
+    """
+    for module_name, function_name in GENERATORS.values():
+        if name == function_name:
+            function = getattr(importlib.import_module(module_name), function_name)
+            globals()[name] = function
+            return function
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Path:
