@@ -228,3 +228,153 @@ def test_missing_and_garbage_files(tmp_path):
     (tmp_path / "junk.nii").write_bytes(b"not a nifti file at all")
     with pytest.raises(DecodeError, match="junk.nii"):
         read_nifti(tmp_path / "junk.nii")
+
+
+# --- issue 11: gzip integrity, sheared affines, other formats nibabel reads ---------------
+def test_every_single_bit_flip_in_a_nii_gz_fails_or_decodes_identically(tmp_path):
+    rng = np.random.default_rng(11)
+    array = rng.integers(0, 4000, size=(12, 10, 8)).astype(np.int16)
+    good = _save(array, LPS, tmp_path / "good.nii.gz")
+    reference = read_nifti(good)
+    data = bytearray(good.read_bytes())
+    # every byte of the gzip header and trailer, and a spread of the deflate stream
+    positions = sorted({*range(0, 12), *range(len(data) - 8, len(data)),
+                        *rng.choice(len(data), size=60, replace=False).tolist()})
+    outcomes = {"error": 0, "identical": 0}
+    for position in positions:
+        flipped = data.copy()
+        flipped[position] ^= 1 << int(rng.integers(8))
+        bad = tmp_path / f"flip{position}.nii.gz"
+        bad.write_bytes(bytes(flipped))
+        try:
+            got = read_nifti(bad)
+        except DecodeError as exc:
+            assert bad.name in str(exc)
+            outcomes["error"] += 1
+        else:
+            np.testing.assert_array_equal(got.array, reference.array)
+            np.testing.assert_array_equal(got.affine, reference.affine)
+            outcomes["identical"] += 1
+    # the flips inside the compressed data and the CRC/length trailer must all fail
+    assert outcomes["error"] >= len(positions) - 12
+
+
+def test_crc_mismatch_is_a_decode_error_saying_so(tmp_path, rng):
+    good = _save(rng.normal(size=(8, 8, 8)).astype(np.float32), np.eye(4), tmp_path / "g.nii.gz")
+    data = bytearray(good.read_bytes())
+    data[-8] ^= 0x01  # first byte of the CRC-32
+    (tmp_path / "crc.nii.gz").write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match=r"crc\.nii\.gz.*(CRC|corrupt gzip)"):
+        read_nifti(tmp_path / "crc.nii.gz")
+
+
+def _gantry_tilt_affine(degrees=20.0):
+    tilt = np.deg2rad(degrees)
+    affine = np.eye(4)
+    affine[:3, 0] = [-0.7, 0, 0]
+    affine[:3, 1] = [0, -0.7, 0]
+    affine[:3, 2] = [0, -2.5 * np.sin(tilt), 2.5 * np.cos(tilt)]  # slices step along a tilted z
+    affine[:3, 3] = [120.0, 80.0, -40.0]
+    return affine
+
+
+def test_sheared_affine_is_written_with_qform_code_zero(tmp_path):
+    import SimpleITK as sitk
+
+    affine = _gantry_tilt_affine()
+    array = np.arange(40 * 30 * 20, dtype=np.int16).reshape(40, 30, 20)
+    path = write_nifti(Volume(array, affine), tmp_path / "tilted.nii.gz")
+    header = nib.load(str(path)).header
+    assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 1
+    back = read_nifti(path, canonical=False)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-4)
+    np.testing.assert_array_equal(back.array, array)
+    # ITK cannot hold a shear: it refuses the file rather than misplacing voxels (with the
+    # qform approximation stored, as before, it placed a corner 8.4 mm away)
+    with pytest.raises(RuntimeError, match="orthonormal"):
+        sitk.ReadImage(str(path))
+
+
+def test_rigid_oblique_affine_keeps_qform_and_itk_agrees(tmp_path):
+    import SimpleITK as sitk
+
+    angle = np.deg2rad(17.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                         [0, 0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.8, 0.9, 2.5])
+    affine[:3, 3] = [-30.0, 12.0, 5.0]
+    array = np.zeros((9, 8, 7), np.float32)
+    path = write_nifti(Volume(array, affine), tmp_path / "oblique.nii.gz")
+    header = nib.load(str(path)).header
+    assert int(header["qform_code"]) == 1 and int(header["sform_code"]) == 1
+    image = sitk.ReadImage(str(path))
+    for index in ((0, 0, 0), (8, 7, 6), (3, 5, 2)):
+        lps = image.TransformIndexToPhysicalPoint(index)
+        ras = np.array([-lps[0], -lps[1], lps[2]])
+        np.testing.assert_allclose(ras, _world(affine, index), atol=1e-3)
+
+
+def test_nibabel_formats_are_read_with_nibabels_geometry():
+    cases = {
+        "test.mgz": "MGHImage",
+        "example4d+orig.HEAD": "AFNIImage",
+        "scaled+tlrc.HEAD": "AFNIImage",
+        "minc1_1_scale.mnc": "Minc1Image",
+        "minc2_1_scale.mnc": "Minc2Image",
+        "phantom_EPI_asc_CLEAR_2_1.PAR": "PARRECImage",
+        "example_nifti2.nii.gz": "Nifti2Image",
+    }
+    for name, format_name in cases.items():
+        path = NIBABEL_DATA / name
+        reference = nib.load(str(path))
+        volume = read_nifti(path, canonical=False)
+        assert volume.meta["format"] == format_name, name
+        np.testing.assert_allclose(volume.affine, reference.affine, err_msg=name)
+        expected = np.asanyarray(reference.dataobj)
+        if expected.ndim == 2:
+            expected = expected[..., np.newaxis]
+        np.testing.assert_allclose(volume.array, expected, rtol=1e-6, err_msg=name)
+        assert volume.array.dtype.isnative, name
+        canonical = read_nifti(path)
+        assert canonical.axcodes == ("R", "A", "S"), name
+
+
+def test_analyze_pair_is_read(tmp_path, rng):
+    array = rng.integers(0, 500, size=(6, 7, 8)).astype(np.int16)
+    affine = np.diag([-2.0, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [10, -20, 5]
+    nib.AnalyzeImage(array, affine).to_filename(str(tmp_path / "scan.img"))
+    for name in ("scan.hdr", "scan.img"):
+        volume = read_nifti(tmp_path / name, canonical=False)
+        assert volume.meta["format"].endswith("AnalyzeImage")  # nibabel picks the SPM flavour
+        assert volume.meta["xyzt_units"] == ("mm", "unknown")
+        np.testing.assert_array_equal(volume.array, array)
+        np.testing.assert_allclose(volume.affine, nib.load(str(tmp_path / name)).affine)
+    (tmp_path / "scan.img").unlink()
+    with pytest.raises(DecodeError, match=r"scan\.hdr.*scan\.img is missing"):
+        read_nifti(tmp_path / "scan.hdr")
+
+
+@pytest.mark.parametrize("name", ["analyze.hdr", "nifti1.hdr", "T1.PAR",  # companion missing
+                                  "row_major.dconn.nii",                   # CIFTI: not a volume
+                                  "simple.trk", "standard.tck",           # streamlines
+                                  "tinypet.v", "0.dcm",                    # ECAT, DICOM
+                                  "bad_datatype+orig.HEAD", "phantom_truncated.PAR"])
+def test_other_nibabel_files_are_decode_errors_naming_the_file(name):
+    with pytest.raises(DecodeError) as info:
+        read_nifti(NIBABEL_DATA / name)
+    assert name in str(info.value)
+
+
+def test_dicom_given_to_read_nifti_says_so():
+    with pytest.raises(DecodeError, match="it is DICOM"):
+        read_nifti(NIBABEL_DATA / "0.dcm")
+
+
+def test_corrupt_mgz_is_a_decode_error(tmp_path):
+    data = bytearray((NIBABEL_DATA / "test.mgz").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "bad.mgz").write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match="bad.mgz"):
+        read_nifti(tmp_path / "bad.mgz")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import numpy as np
 from .._fsutil import atomic_path
 from ..errors import DecodeError, InvalidImageError
 
-__all__ = ["Volume", "read_nifti", "write_nifti"]
+__all__ = ["READABLE_FORMATS", "Volume", "read_nifti", "write_nifti"]
 
 
 @dataclass
@@ -109,21 +110,112 @@ class Volume:
         )
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+#: Formats :func:`read_nifti` reads (through nibabel), for messages.
+READABLE_FORMATS = "NIfTI-1/2 (.nii, .nii.gz, .hdr/.img), Analyze 7.5, MGH/MGZ, MINC 1/2, AFNI (.HEAD/.BRIK), PAR/REC"
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == _GZIP_MAGIC
+
+
+def _gunzip_verified(path: str | os.PathLike) -> bytes:
+    """The decompressed content of a gzip file, after checking its CRC-32 and length.
+
+    nibabel reads a ``.nii.gz`` only as far as the voxels go, so gzip's end-of-member
+    check (CRC-32 and length of the uncompressed data) never runs and a flipped bit
+    in the compressed stream comes back as changed voxels. This reads every member
+    to its end, so any corruption the gzip format can detect is an error.
+
+    Raises
+    ------
+    DecodeError
+        Truncated stream, CRC or length mismatch, invalid deflate data, or bytes
+        after the last member.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return gzip.decompress(data)
+    except EOFError:
+        raise DecodeError(f"truncated gzip stream: the {len(data):,}-byte file ends before "
+                          "the end-of-stream marker", path) from None
+    except (gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise DecodeError(f"corrupt gzip stream ({exc}); the file is damaged (CRC-32 or "
+                          "length check failed, or invalid compressed data)", path) from None
+
+
 def _nifti_error(path: Path, exc: BaseException) -> DecodeError:
     if isinstance(exc, EOFError | zlib.error) or "compressed file ended" in str(exc).lower():
         return DecodeError("file is truncated or its gzip stream is corrupt", path)
-    return DecodeError(f"cannot read as NIfTI ({type(exc).__name__}: {exc})", path)
+    text = str(exc).strip().splitlines()
+    return DecodeError(f"cannot read the image ({type(exc).__name__}: "
+                       f"{text[0] if text else ''})", path)
+
+
+def _load_nibabel(path: Path) -> tuple[Any, str]:
+    """(nibabel image, class name) for ``path``, every gzip member verified first."""
+    import io
+
+    import nibabel as nib
+    from nibabel.fileholders import FileHolder
+
+    if path.stat().st_size == 0:
+        raise DecodeError("empty file (0 bytes)", path)
+    verified: dict[str, bytes] = {}
+    if _is_gzip(path):
+        verified[str(path)] = _gunzip_verified(path)
+    klass = None
+    sniff = None
+    for candidate in nib.imageclasses.all_image_classes:
+        try:
+            valid, sniff = candidate.path_maybe_image(str(path), sniff)
+        except Exception:  # a damaged or foreign file can break a format's sniffer
+            valid = False
+        if valid:
+            klass = candidate
+            break
+    if klass is None:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+        hint = (" (it is DICOM: use medimg.io.read_dicom or read_series)"
+                if head[128:132] == b"DICM" else "")
+        raise DecodeError(f"not an image format nibabel reads ({READABLE_FORMATS}){hint}", path)
+    file_map = klass.filespec_to_file_map(str(path))
+    for key, holder in list(file_map.items()):
+        name = holder.filename
+        if name is None:
+            continue
+        if not Path(name).is_file():
+            if key not in ("image", "header"):  # optional companions (SPM's .mat)
+                continue
+            raise DecodeError(f"{klass.__name__}: its {key} file {Path(name).name} is missing "
+                              "(a .hdr needs its .img, a .PAR its .REC, a .HEAD its .BRIK)", path)
+        if name not in verified and _is_gzip(Path(name)):
+            verified[name] = _gunzip_verified(name)
+        if name in verified:
+            file_map[key] = FileHolder(fileobj=io.BytesIO(verified[name]))
+    return klass.from_file_map(file_map), klass.__name__
 
 
 def read_nifti(
     path: str | os.PathLike, *, canonical: bool = True, dtype: Any | None = None
 ) -> Volume:
-    """Read a NIfTI-1/2 file (``.nii`` or ``.nii.gz``) into a :class:`Volume`.
+    """Read a NIfTI-1/2 file (or another volume format nibabel reads) into a :class:`Volume`.
+
+    Besides NIfTI (``.nii``, ``.nii.gz``, ``.hdr``/``.img`` pairs) this reads what
+    nibabel reads as a volume: Analyze 7.5, MGH/MGZ (FreeSurfer), MINC 1/2, AFNI
+    ``.HEAD``/``.BRIK``, Philips PAR/REC. The geometry is nibabel's affine for the
+    format. Every gzip-compressed file (``.nii.gz``, ``.mgz``, ``.BRIK.gz``) is
+    checked end to end (CRC-32 and length) before it is used, so a damaged file is
+    an error rather than silently changed voxels.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The file.
+        The file (for pairs, either file of the pair; for AFNI the ``.HEAD``).
     canonical : bool
         Reorient to the closest canonical RAS+ orientation (DESIGN.md §3), so that
         ``array[x, y, z]`` runs left→right, posterior→anterior, inferior→superior
@@ -131,17 +223,26 @@ def read_nifti(
     dtype : numpy dtype, optional
         Cast the voxels to this type. By default the on-disk type is kept when the
         file has no scaling (so labels stay integers) and float32 is used when
-        ``scl_slope``/``scl_inter`` scale the data.
+        the format scales the data (``scl_slope``/``scl_inter``, AFNI brick
+        factors, PAR/REC scaling).
 
     Returns
     -------
     Volume
-        ``meta`` holds ``path``, ``original_axcodes`` and ``xyzt_units``.
+        ``(x, y, z)`` or ``(x, y, z, t)`` (a 2-D image gets a z axis of length 1).
+        ``meta`` holds ``path``, ``format`` (nibabel's class name, e.g.
+        ``'Nifti1Image'``, ``'MGHImage'``), ``original_axcodes`` and
+        ``xyzt_units`` (from the NIfTI header; ``('mm', 'unknown')`` for the
+        other formats, which define positions in mm).
 
     Raises
     ------
     DecodeError
-        The file is missing, truncated, or not NIfTI.
+        The file is missing, empty, truncated, fails its gzip check, is not a
+        format nibabel reads, or is not a volume (a surface, CIFTI, streamlines).
+        The message names the file.
+    InvalidImageError
+        The image has more than 4 dimensions, or its affine is singular.
     """
     import nibabel as nib
 
@@ -149,39 +250,86 @@ def read_nifti(
     if not path.is_file():
         raise DecodeError("no such file", path)
     try:
-        img = nib.load(str(path))
-        slope, inter = img.dataobj.slope, img.dataobj.inter
+        img, format_name = _load_nibabel(path)
+        if not isinstance(img, nib.spatialimages.SpatialImage) or img.affine is None:
+            raise DecodeError(f"{format_name} is not a volume with an affine (a surface, "
+                              "CIFTI or other non-spatial file)", path)
+        proxy = img.dataobj
+        slope, inter = getattr(proxy, "slope", None), getattr(proxy, "inter", None)
         scaled = not (slope in (None, 1.0) and inter in (None, 0.0)) or (
             slope is not None and not np.isfinite(slope)
-        )
+        ) or getattr(proxy, "scaling", None) is not None  # AFNI brick factors
         if dtype is None and scaled:
             dtype = np.float32
-        array = np.asanyarray(img.dataobj) if dtype is None else img.get_fdata(dtype=np.float32)
+        array = np.asanyarray(proxy) if dtype is None else img.get_fdata(dtype=np.float32)
         if dtype is not None:
             array = array.astype(dtype, copy=False)
+        if not array.dtype.isnative:  # big-endian on disk: native order for NumPy/TF/OpenCV
+            array = array.astype(array.dtype.newbyteorder("="))
+        affine = np.asarray(img.affine, dtype=np.float64)
+        header = img.header
+        units = (tuple(str(u) for u in header.get_xyzt_units())
+                 if hasattr(header, "get_xyzt_units") else ("mm", "unknown"))
     except DecodeError:
         raise
     except Exception as exc:
         raise _nifti_error(path, exc) from exc
     if array.ndim == 5 and array.shape[3] == 1:  # (x, y, z, t=1, c) vector images
         array = array[:, :, :, 0, :]
+    if array.ndim == 2:
+        array = array[:, :, np.newaxis]
     if array.ndim not in (3, 4):
-        raise InvalidImageError(f"NIfTI has shape {array.shape}, expected 3-D or 4-D", path)
+        raise InvalidImageError(f"image has shape {array.shape}, expected 3-D or 4-D", path)
     meta = {
         "path": str(path),
-        "original_axcodes": tuple(nib.aff2axcodes(img.affine)),
-        "xyzt_units": tuple(str(u) for u in img.header.get_xyzt_units()),
+        "format": format_name,
+        "original_axcodes": tuple(nib.aff2axcodes(affine)),
+        "xyzt_units": units,
     }
-    volume = Volume(array, img.affine, meta)
+    volume = Volume(array, affine, meta)
     return volume.to_canonical() if canonical else volume
+
+
+def _is_rigid(affine: np.ndarray, shape: tuple[int, ...], *, tolerance_voxels: float = 0.1) -> bool:
+    """Whether a rigid affine (rotation, voxel sizes, offset) reproduces ``affine``.
+
+    NIfTI's qform can only hold a rotation, per-axis voxel sizes and an offset. This
+    asks whether the qform nibabel derives from ``affine`` places every voxel of an
+    image of ``shape`` within ``tolerance_voxels`` of the smallest voxel size of where
+    ``affine`` places it (checked at the 8 corners, where the error is largest).
+    Sheared affines (a gantry-tilted CT, which :func:`medimg.io.read_series` keeps
+    as a shear) are not rigid.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    header = nib.Nifti1Header()
+    header.set_qform(affine, code=1)
+    qform = header.get_qform()
+    extent = [max(int(n) - 1, 0) for n in shape[:3]]
+    corners = np.array([[i, j, k, 1.0] for i in (0, extent[0]) for j in (0, extent[1])
+                        for k in (0, extent[2])])
+    error = np.abs((qform - affine) @ corners.T)[:3].max()
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0)).min()
+    return bool(error <= tolerance_voxels * spacing)
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike, *, dtype: Any | None = None) -> Path:
     """Write a :class:`Volume` as NIfTI-1 atomically, keeping its affine.
 
     The file is written to a temporary name in the same directory and renamed, so
-    an interrupted write never leaves a truncated ``.nii.gz`` behind. The affine is
-    stored as both the sform and the qform (code 1, scanner), and units as mm.
+    an interrupted write never leaves a truncated ``.nii.gz`` behind. Units are mm.
+
+    Geometry: the affine is always stored as the sform (code 1, scanner). NIfTI's
+    qform can hold only a rigid transform, so it is stored too (code 1) only when
+    it reproduces the affine within a tenth of a voxel everywhere in the image
+    (:func:`_is_rigid`). A sheared affine (e.g. a gantry-tilted CT from
+    :func:`medimg.io.read_series`) gets **qform code 0**: an approximating qform
+    would place voxels millimetres away in any reader that prefers the qform.
+    nibabel, FSL, AFNI and 3D Slicer's NIfTI reader then use the exact sform.
+    ITK-based readers (SimpleITK, ITK-SNAP) refuse such a file with "ITK only
+    supports orthonormal direction cosines" rather than misplacing voxels; to
+    open it there, resample it onto a rigid grid first.
 
     Parameters
     ----------
@@ -211,7 +359,10 @@ def write_nifti(volume: Volume, path: str | os.PathLike, *, dtype: Any | None = 
         array = array.astype(np.float32)
     img = nib.Nifti1Image(array, volume.affine)
     img.set_sform(volume.affine, code=1)
-    img.set_qform(volume.affine, code=1)
+    if _is_rigid(volume.affine, array.shape):
+        img.set_qform(volume.affine, code=1)
+    else:
+        img.set_qform(volume.affine, code=0)  # never store an approximate geometry
     img.header.set_xyzt_units("mm", "sec")
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
