@@ -57,39 +57,6 @@ def _prepare_brats(args: argparse.Namespace) -> int:
     return 1 if counts.get("error") else 0
 
 
-# --- medimg train rsna (issue 5) -------------------------------------------------------
-
-def _train_rsna_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", default=None,
-                        help="RSNA folder (default: the config's data root, or synthetic "
-                             "data generated as the notebooks would)")
-    profile_argument(parser)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="maximum epochs (default: the config's classifier.epochs)")
-    parser.add_argument("--run-dir", default=None,
-                        help="checkpoints, CSV log and TensorBoard logs "
-                             "(default: the config's classifier.run_dir/<profile>)")
-
-
-@register("train", "rsna", "train the two-input pneumonia classifier and evaluate it",
-          _train_rsna_arguments)
-def _train_rsna(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .training import train_rsna
-
-    cfg = load_config("rsna", args.profile)
-    result = train_rsna(cfg, root=args.root, epochs=args.epochs, run_dir=args.run_dir)
-    print(f"held-out AUC {result['test_auc']:.3f} (95% CI {result['test_auc_low']:.3f}-"
-          f"{result['test_auc_high']:.3f}, n={result['n_test']}); best epoch "
-          f"{result['best_epoch']} of {result['epochs_run']}")
-    print(f"threshold {result['threshold']:.3f}: sensitivity {result['sensitivity']:.2f}, "
-          f"specificity {result['specificity']:.2f}")
-    print(result["auc_by_view"].to_string(index=False))
-    print(f"model: {result['model_path']}\nlogs: {result['run_dir']} "
-          f"(tensorboard --logdir {result['run_dir']}/tensorboard)")
-    return 0
-
-
 # --- medimg prepare/train/predict verse (issue 7) --------------------------------------
 
 def _verse_common_arguments(parser: argparse.ArgumentParser) -> None:

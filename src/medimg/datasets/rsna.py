@@ -1,4 +1,4 @@
-"""RSNA Pneumonia Detection Challenge (Kaggle): layout discovery, label tables, patients.
+"""RSNA Pneumonia Detection Challenge (Kaggle): layout, label tables, the image cache.
 
 The real stage-2 download (and :func:`medimg.synthetic.make_rsna`) looks like::
 
@@ -11,19 +11,35 @@ The real stage-2 download (and :func:`medimg.synthetic.make_rsna`) looks like::
 Both CSVs have one row per box (a patient with two boxes has two rows in each; a
 patient without opacity has one row with empty box columns). :func:`load_labels`
 merges them into one row per box; :func:`patients` reduces that to one row per patient
-with its image path. Splits are by patient, never by box or image.
+with its image path. :func:`build_cache` turns every patient's DICOM into the model's
+pixels once (:func:`preprocess_image`: one resampling to an isotropic grid, CLAHE) and
+keeps them as one ``uint8`` array on disk, keyed on the settings and on the source
+files. Features, splits, models and evaluation live in :mod:`medimg.tasks`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LayoutError
+import numpy as np
+import pandas as pd
 
-__all__ = ["CLASSES", "RsnaLayout", "find_layout", "load_labels", "patients"]
+from .._fsutil import atomic_path, atomic_write_text
+from .._parallel import map_items
+from ..errors import InvalidImageError, LayoutError
+from ..intensity import clahe
+from ..io import dicom_pixels, read_dicom
+from ..spatial import crop_or_pad, resize
+
+__all__ = ["CACHE_VERSION", "CLASSES", "RsnaCache", "RsnaLayout", "build_cache", "find_layout",
+           "load_labels", "patients", "preprocess_image"]
 
 #: The three classes of stage_2_detailed_class_info.csv; only the first has Target 1.
 CLASSES = ("Lung Opacity", "No Lung Opacity / Not Normal", "Normal")
@@ -102,8 +118,6 @@ def find_layout(root: str | os.PathLike) -> RsnaLayout:
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> Any:
-    import pandas as pd
-
     try:
         frame = pd.read_csv(path, dtype={"patientId": "string"})
     except Exception as exc:
@@ -145,8 +159,6 @@ def load_labels(root: str | os.PathLike | RsnaLayout) -> Any:
         a Target-1 row without a box or a Target-0 row with one. The message
         names the file.
     """
-    import pandas as pd
-
     layout = root if isinstance(root, RsnaLayout) else find_layout(root)
     boxes = _read_csv(layout.labels_csv, ("patientId", "x", "y", "width", "height", "Target"))
     classes = _read_csv(layout.class_csv, ("patientId", "class"))
@@ -221,8 +233,6 @@ def patients(labels: Any, images_dir: str | os.PathLike | None = None) -> Any:
         A labelled patient has no image file (the message names the first
         missing file and the count), or no image folder is known.
     """
-    import pandas as pd
-
     if images_dir is None:
         layout = labels.attrs.get("layout")
         if layout is None:
@@ -251,206 +261,10 @@ def patients(labels: Any, images_dir: str | os.PathLike | None = None) -> Any:
     return table
 
 
-# =======================================================================================
-# Issue 5: features, patient-level split, preprocessed image cache and tf.data pipeline
-# for the pneumonia classifier (notebook 03). Everything below this line belongs to it.
-# =======================================================================================
-
-#: Age buckets in years: [0, 20), [20, 40), [40, 60), [60, 80), [80, 120].
-AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+")
-_AGE_EDGES = (0, 20, 40, 60, 80, 121)
-#: Oldest age accepted as real (older, e.g. the real set's 148-155, counts as unknown).
-MAX_AGE_YEARS = 120
-VIEW_POSITIONS = ("AP", "PA")
-SEXES = ("F", "M")
-#: Columns of the feature vector, in order: one-hot age bucket, view position and sex,
-#: each with an ``unknown`` column that is 1 when the value is missing or impossible.
-FEATURE_COLUMNS = (
-    "age_0_20", "age_20_40", "age_40_60", "age_60_80", "age_80_plus", "age_unknown",
-    "view_AP", "view_PA", "view_unknown",
-    "sex_F", "sex_M", "sex_unknown",
-)
-#: Version of the cache format and preprocessing; bump to invalidate old caches.
-CACHE_VERSION = 1
-
-__all__ += [
-    "AGE_BUCKETS", "FEATURE_COLUMNS", "RsnaCache", "build_cache", "dataset",
-    "feature_table", "features", "predict", "preprocess_image", "split",
-]
-
-
-def features(table: Any) -> Any:
-    """Model features from metadata: age bucket, view position and sex, one-hot.
-
-    Documented defaults for bad values (never guessed, always counted): a
-    missing, unreadable, negative or impossible age (``> 120``, such as the real
-    set's 148) sets ``age_unknown``; a view position other than AP/PA (missing,
-    ``LL``, ...) sets ``view_unknown``; a sex other than F/M sets ``sex_unknown``.
-    The counts are in ``attrs["defaults"]``.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        Needs ``age_years`` (numeric, missing allowed), ``view_position`` and ``sex``
-        (strings or categories), as :func:`medimg.io.dicom_metadata` gives them.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A copy of ``table`` with ``age_bucket`` (ordered category of
-        :data:`AGE_BUCKETS`, missing when unknown) and the float32 columns of
-        :data:`FEATURE_COLUMNS`.
-
-    Raises
-    ------
-    LayoutError
-        A required column is absent.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> t = features(pd.DataFrame({"age_years": [35, 148], "view_position": ["PA", "LL"],
-    ...                            "sex": ["F", "M"]}))
-    >>> t.age_bucket.tolist(), t.attrs["defaults"]["age_unknown"]
-    (['20-40', nan], 1)
-    """
-    import numpy as np
-    import pandas as pd
-
-    missing = [c for c in ("age_years", "view_position", "sex") if c not in table.columns]
-    if missing:
-        raise LayoutError(f"features: missing column(s) {missing} (expected the output of "
-                          "medimg.io.dicom_metadata)")
-    out = table.copy()
-    age = pd.to_numeric(out["age_years"], errors="coerce").astype("float64")
-    impossible = age.notna() & ((age < 0) | (age > MAX_AGE_YEARS))
-    age = age.mask(impossible)
-    bucket = pd.cut(age, bins=list(_AGE_EDGES), labels=list(AGE_BUCKETS), right=False)
-    out["age_bucket"] = bucket
-    for label, column in zip(AGE_BUCKETS, FEATURE_COLUMNS[:5], strict=True):
-        out[column] = (bucket == label).astype("float32")
-    out["age_unknown"] = bucket.isna().astype("float32")
-
-    def one_hot(column: str, values: tuple[str, ...], prefix: str) -> Any:
-        text = out[column].astype("string").str.strip().str.upper()
-        for value in values:
-            out[f"{prefix}_{value}"] = (text == value).fillna(False).astype("float32")
-        known = text.isin(values).fillna(False)
-        out[f"{prefix}_unknown"] = (~known).astype("float32")
-        return ~known
-
-    view_unknown = one_hot("view_position", VIEW_POSITIONS, "view")
-    sex_unknown = one_hot("sex", SEXES, "sex")
-    out.attrs["defaults"] = {
-        "age_unknown": int(bucket.isna().sum()),
-        "age_impossible": int(impossible.sum()),
-        "view_unknown": int(np.asarray(view_unknown).sum()),
-        "sex_unknown": int(np.asarray(sex_unknown).sum()),
-    }
-    return out
-
-
-def feature_table(patients_table: Any, metadata: Any) -> Any:
-    """Patients (from :func:`patients`) joined with their metadata and :func:`features`.
-
-    Parameters
-    ----------
-    patients_table : pandas.DataFrame
-        ``patientId``, ``Target``, ``path`` ... one row per patient.
-    metadata : pandas.DataFrame
-        From :func:`medimg.io.dicom_metadata` on the same paths (joined on ``path``).
-        Files whose header failed to read keep their row, with unknown features.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per patient, ``patientId`` order of ``patients_table``; the metadata
-        columns, ``age_bucket`` and :data:`FEATURE_COLUMNS`. ``attrs["defaults"]``
-        counts the documented defaults and adds ``metadata_errors``.
-    """
-    meta = metadata.drop(columns=[c for c in ("patientId",) if c in metadata.columns])
-    meta = meta.assign(path=meta["path"].astype("string")).drop_duplicates("path")
-    left = patients_table.assign(path=patients_table["path"].astype("string"))
-    merged = left.merge(meta, on="path", how="left", validate="one_to_one")
-    out = features(merged)
-    errors = int(merged["error"].notna().sum()) if "error" in merged else 0
-    out.attrs["defaults"] = {**out.attrs["defaults"], "metadata_errors": errors}
-    out.attrs["layout"] = patients_table.attrs.get("layout")
-    return out
-
-
-def split(table: Any, *, val_fraction: float = 0.15, test_fraction: float = 0.15,
-          seed: int = 0, stratify: str = "Target") -> Any:
-    """Patient-level train/validation/test split, stratified by ``Target``.
-
-    Each patient goes to exactly one part. Within each ``stratify`` class the
-    patients are shuffled (seeded) and ``round(n * fraction)`` go to test and to
-    validation (at least one each when the class has three or more patients), the
-    rest to training, so every part keeps the class balance, down to small sets.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        One row per patient (``patientId`` and ``stratify`` columns); several rows of
-        one patient (boxes) raise, since rows of one patient must never be split.
-    val_fraction, test_fraction : float
-        Fractions of patients, each in [0, 1), summing to less than 1.
-    seed : int
-        Shuffling seed.
-    stratify : str
-        Column to stratify by.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``table`` with a ``split`` column (category: train, val, test).
-
-    Raises
-    ------
-    LayoutError
-        Missing columns, or a patient appears in more than one row.
-    ConfigError
-        Invalid fractions.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from ..errors import ConfigError
-
-    for column in ("patientId", stratify):
-        if column not in table.columns:
-            raise LayoutError(f"split: missing column {column!r}")
-    duplicated = table["patientId"][table["patientId"].duplicated()]
-    if len(duplicated):
-        raise LayoutError(f"split: {duplicated.nunique()} patient(s) have more than one row "
-                          f"(e.g. {_examples(duplicated)}); use patients() first")
-    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1
-            and val_fraction + test_fraction < 1):
-        raise ConfigError(f"split: fractions must be in [0, 1) and sum below 1, got "
-                          f"val={val_fraction}, test={test_fraction}")
-    rng = np.random.default_rng(seed)
-    parts = np.empty(len(table), dtype=object)
-    groups = table[stratify].astype("string").fillna("<missing>").to_numpy()
-    for value in sorted(set(groups)):
-        members = np.flatnonzero(groups == value)
-        members = members[rng.permutation(members.size)]
-        n = members.size
-        n_test = round(n * test_fraction)
-        n_val = round(n * val_fraction)
-        if n >= 3:
-            n_test = max(n_test, 1 if test_fraction > 0 else 0)
-            n_val = max(n_val, 1 if val_fraction > 0 else 0)
-        n_test = min(n_test, n)
-        n_val = min(n_val, n - n_test)
-        parts[members[:n_test]] = "test"
-        parts[members[n_test:n_test + n_val]] = "val"
-        parts[members[n_test + n_val:]] = "train"
-    out = table.copy()
-    out["split"] = pd.Categorical(parts, categories=["train", "val", "test"])
-    return out
-
-
 # --------------------------------------------------------------------------- cache
+#: Version of the cache format and of the preprocessing; bump to invalidate old caches.
+CACHE_VERSION = 2
+
 @dataclass
 class RsnaCache:
     """Preprocessed images on disk: ``images.npy`` (n, rows, cols) uint8 plus an index.
@@ -458,7 +272,8 @@ class RsnaCache:
     Attributes
     ----------
     directory : pathlib.Path
-        The cache folder (one per preprocessing setting).
+        The cache folder (one per preprocessing setting, named by
+        :func:`build_cache`).
     images : numpy.ndarray
         Memory-mapped ``(n, rows, cols)`` uint8.
     index : pandas.DataFrame
@@ -485,28 +300,56 @@ class RsnaCache:
 
     def rows(self, patient_ids: Any) -> Any:
         """Rows into :attr:`images` for ``patient_ids`` (-1 where absent or failed)."""
-        import pandas as pd
-
         lookup = pd.Series(self.index["row"].to_numpy(), index=self.index["patientId"])
         return lookup.reindex(pd.Index(patient_ids, dtype="string")).fillna(-1).astype(
             "int64").to_numpy()
 
+    def images_for(self, patient_ids: Any) -> np.ndarray:
+        """The cached images of ``patient_ids``, in that order, read into memory.
+
+        Parameters
+        ----------
+        patient_ids : sequence of str
+            Patients with a cached image (leave out :attr:`failed` ones first).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(patient_ids), rows, cols)`` uint8.
+
+        Raises
+        ------
+        LayoutError
+            A patient has no cached image (never built, or its file failed to decode);
+            the message names the cache folder and the count.
+        """
+        rows = self.rows(patient_ids)
+        missing = rows < 0
+        if missing.any():
+            ids = pd.Index(patient_ids, dtype="string")[missing]
+            raise LayoutError(f"{int(missing.sum())} patient(s) have no cached image (e.g. "
+                              f"{_examples(ids)}): not built, or their file failed to decode "
+                              "(see RsnaCache.failed)", self.directory)
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
+        out[order] = self.images[rows[order]]  # one pass in file order
+        return out
+
 
 def _cache_key(settings: dict) -> str:
+    """Folder name of a cache: the settings in words, then a hash of all of them (so two
+    settings that print alike, such as 1.4 and 1.4000001 mm, never share a folder)."""
     rows, cols = settings["image_shape"]
     spacing = settings["spacing_mm"]
-    grid = "x".join(str(g) for g in settings["tile_grid"])
     fov = f"{spacing:g}mm" if spacing else "fit"
-    if settings["clip_limit"] is None:
-        return f"v{CACHE_VERSION}_{rows}x{cols}_{fov}_noclahe"
-    return (f"v{CACHE_VERSION}_{rows}x{cols}_{fov}_clahe{settings['clip_limit']:g}"
-            f"_{grid}")
+    contrast = (f"clahe{settings['clip_limit']:g}" if settings["clip_limit"] is not None
+                else "noclahe")
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return f"v{settings['version']}_{rows}x{cols}_{fov}_{contrast}_{digest}"
 
 
 def _to_uint8(pixels: Any, flags: list[str]) -> Any:
     """8-bit grey levels: as they are when they already fit, else a robust rescale."""
-    import numpy as np
-
     finite = np.isfinite(pixels)
     if not finite.all():
         pixels = np.where(finite, pixels, 0)
@@ -554,7 +397,8 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
         Target isotropic spacing in mm, or 0 to fit the field of view.
     clip_limit, tile_grid :
         CLAHE settings (:func:`medimg.intensity.clahe`); ``clip_limit=None`` skips
-        CLAHE (for pipelines that apply it on the device, see :func:`dataset`).
+        CLAHE (for pipelines that apply it on the device, see
+        :func:`medimg.tasks.classification.make_dataset`).
     flags : list of str, optional
         Receives the documented defaults applied (``rescaled_to_8bit``,
         ``letterboxed``, ``cropped``, ``spacing_missing``, ...).
@@ -564,12 +408,6 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     numpy.ndarray
         ``image_shape`` uint8.
     """
-    import numpy as np
-
-    from ..errors import InvalidImageError
-    from ..intensity import clahe
-    from ..spatial import crop_or_pad, resize
-
     flags = [] if flags is None else flags
     image = np.asarray(pixels)
     if image.ndim == 3 and image.shape[-1] == 3:
@@ -617,6 +455,19 @@ _INDEX_DTYPES = {"patientId": "string", "flags": "string", "error": "string",
                  "source": "string", "path": "string"}
 
 
+def _read_manifest(path: Path, settings: dict) -> dict | None:
+    """The manifest of a complete earlier build with these settings, else None."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if (not isinstance(manifest, dict) or manifest.get("settings") != settings
+            or not all((path.parent / str(manifest.get(k))).is_file()
+                       for k in ("images", "index"))):
+        return None
+    return manifest
+
+
 def _source_stamp(path: Any) -> str:
     """``size:mtime_ns`` of a file (``missing`` when it is not there)."""
     try:
@@ -628,12 +479,6 @@ def _source_stamp(path: Any) -> str:
 
 def _cache_item(item: tuple[str, str, str, dict, str]) -> list[str]:
     """Worker: one DICOM to one cached ``.npz`` (image + flags); returns the flags."""
-    import numpy as np
-
-    from .._fsutil import atomic_path
-    from ..errors import InvalidImageError
-    from ..io import dicom_pixels, read_dicom
-
     _, path, out_path, settings, source = item
     ds = read_dicom(path)
     flags: list[str] = []
@@ -675,23 +520,30 @@ def build_cache(
     progress: bool = True,
     force: bool = False,
 ) -> RsnaCache:
-    """Decode, resize and CLAHE every patient's image once, into a uint8 array on disk.
+    """Decode, resample and CLAHE every patient's image once, into a uint8 array on disk.
+
+    The cache is keyed on its settings and on its sources: it lives in a subfolder of
+    ``cache_dir`` named after every preprocessing setting (and :data:`CACHE_VERSION`),
+    so a change of any setting builds a new cache; within it each image records its
+    file's size and modification time, so a replaced or regenerated file is built
+    again while unchanged ones are reused.
 
     Work is spread over processes (:func:`medimg._parallel.map_items`, progress
     bar). Each image is first written atomically as its own small file, so an
     interrupted build resumes where it stopped; when all are done they are
-    gathered into one ``images.npy`` (memory-mapped by readers) with
-    ``index.csv``, and the small files are removed. A later call with the same
-    settings reuses the cache, building only patients it lacks. A file that no
-    longer decodes becomes an index row with its error (counted; the batch goes
-    on); :func:`dataset` leaves such patients out.
+    gathered into one ``images-<generation>.npy`` (memory-mapped by readers) with its
+    ``index-<generation>.csv``, and ``manifest.json``, written last, names the pair:
+    a reader never sees an array with another build's index. A file that no longer
+    decodes becomes an index row with its error (counted; the batch goes on; see
+    :attr:`RsnaCache.failed`).
 
     Parameters
     ----------
     table : pandas.DataFrame
         ``patientId`` and ``path`` (e.g. :func:`patients`).
     cache_dir : path
-        Parent folder; the cache goes to a subfolder named after the settings.
+        Parent folder; the cache goes to a subfolder named after the settings
+        (``v2_128x128_1.4mm_clahe4_<hash>``).
     image_shape, spacing_mm, clip_limit, tile_grid :
         Preprocessing (:func:`preprocess_image`).
     n_jobs : int
@@ -705,15 +557,6 @@ def build_cache(
     -------
     RsnaCache
     """
-    import json
-    import shutil
-
-    import numpy as np
-    import pandas as pd
-
-    from .._fsutil import atomic_path, atomic_write_text
-    from .._parallel import map_items
-
     for column in ("patientId", "path"):
         if column not in table.columns:
             raise LayoutError(f"build_cache: missing column {column!r}")
@@ -726,7 +569,7 @@ def build_cache(
         shutil.rmtree(directory)
     items_dir = directory / "items"
     items_dir.mkdir(parents=True, exist_ok=True)
-    images_path, index_path = directory / "images.npy", directory / "index.csv"
+    manifest_path = directory / "manifest.json"
     wanted = table[["patientId", "path"]].drop_duplicates("patientId")
     ids = wanted["patientId"].astype(str).tolist()
     # A file's size and modification time identify its version: an image replaced on
@@ -734,16 +577,15 @@ def build_cache(
     sources = {pid: _source_stamp(path) for pid, path in zip(ids, wanted["path"], strict=True)}
     paths = {pid: str(path) for pid, path in zip(ids, wanted["path"], strict=True)}
 
-    # What is already there: the gathered array (earlier builds) and single items
-    # (an interrupted build).
-    old_images, old_index = None, None
-    if images_path.is_file() and index_path.is_file():
-        old_images = np.load(images_path, mmap_mode="r")
-        old_index = pd.read_csv(index_path, dtype=_INDEX_DTYPES)
+    # What is already there: the gathered array of the last complete build (named by
+    # manifest.json, written last, so an array and an index always belong together) and
+    # single items (an interrupted build).
+    old_images, old_index, manifest = None, None, _read_manifest(manifest_path, settings)
+    if manifest is not None:
+        old_images = np.load(directory / manifest["images"], mmap_mode="r")
+        old_index = pd.read_csv(directory / manifest["index"], dtype=_INDEX_DTYPES)
     old_rows = {}
     if old_index is not None:
-        if "path" not in old_index:
-            old_index["path"] = pd.NA
         for pid, row, flags, err, source, path in old_index[
                 ["patientId", "row", "flags", "error", "source", "path"]].itertuples(index=False):
             if row < 0 or not pd.isna(err):
@@ -793,9 +635,12 @@ def build_cache(
                  and list(old_index["row"]) == list(index["row"])
                  and list(old_index["path"].astype(str)) == list(index["path"].astype(str)))
     if not unchanged:
+        generation = uuid.uuid4().hex[:12]
+        manifest = {"settings": settings, "images": f"images-{generation}.npy",
+                    "index": f"index-{generation}.csv", "n_images": len(kept)}
         # Written row by row into a memory-mapped file: the whole set never has to fit
         # in memory twice.
-        with atomic_path(images_path) as tmp:
+        with atomic_path(directory / manifest["images"]) as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                               shape=(len(kept), *settings["image_shape"]))
             for row, pid in enumerate(kept):
@@ -803,12 +648,17 @@ def build_cache(
             array.flush()
             del array
         old_images = None
-        atomic_write_text(index_path, index.to_csv(index=False))
-        atomic_write_text(directory / "settings.json", json.dumps(settings))
+        atomic_write_text(directory / manifest["index"], index.to_csv(index=False))
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+    # Arrays and indexes of earlier generations (or of a build stopped before its
+    # manifest) are no longer referenced.
+    for stale in [*directory.glob("images-*.npy"), *directory.glob("index-*.csv")]:
+        if stale.name not in (manifest["images"], manifest["index"]):
+            stale.unlink(missing_ok=True)
     shutil.rmtree(items_dir, ignore_errors=True)
 
-    images = np.load(images_path, mmap_mode="r")
-    index = pd.read_csv(index_path, dtype=_INDEX_DTYPES)
+    images = np.load(directory / manifest["images"], mmap_mode="r")
+    index = pd.read_csv(directory / manifest["index"], dtype=_INDEX_DTYPES)
     requested = index[index["patientId"].isin(ids)]
     flag_counts: dict[str, int] = {}
     for flags in requested["flags"].dropna():
@@ -820,171 +670,3 @@ def build_cache(
               "failed": int(requested["error"].notna().sum()), **flag_counts}
     return RsnaCache(directory=directory, images=images, index=index, settings=settings,
                      counts=counts)
-
-
-# --------------------------------------------------------------------------- tf.data
-def _augment_batch(tf: Any, images: Any, seed: Any, *, max_shift: float = 0.06,
-                   max_zoom: float = 0.08, max_rotation_deg: float = 5.0,
-                   max_brightness: float = 0.05, max_contrast: float = 0.1) -> Any:
-    """Random small shift, zoom, rotation, brightness and contrast, per image (stateless)."""
-    import math
-
-    shape = tf.shape(images)
-    n = shape[0]
-    height = tf.cast(shape[1], tf.float32)
-    width = tf.cast(shape[2], tf.float32)
-    seeds = tf.random.experimental.stateless_split(seed, 6)
-
-    def uniform(i, limit):
-        return tf.random.stateless_uniform([n], seeds[i], -limit, limit)
-
-    angle = uniform(0, max_rotation_deg * math.pi / 180.0)
-    scale = 1.0 + uniform(1, max_zoom)
-    dx = uniform(2, max_shift) * width
-    dy = uniform(3, max_shift) * height
-    # Output pixel (x, y) samples input A @ (x, y) + b: rotation and zoom about the centre.
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    a0, a1 = cos, -sin
-    b0, b1 = sin, cos
-    a2 = cx - a0 * cx - a1 * cy - dx
-    b2 = cy - b0 * cx - b1 * cy - dy
-    zeros = tf.zeros_like(a0)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3],
-        interpolation="BILINEAR", fill_mode="REFLECT", fill_value=0.0)
-    brightness = uniform(4, max_brightness)[:, None, None, None]
-    contrast = 1.0 + uniform(5, max_contrast)[:, None, None, None]
-    mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
-    out = (out - mean) * contrast + mean + brightness
-    return tf.clip_by_value(out, 0.0, 1.0)
-
-
-def _tf():
-    from .._backend import tensorflow
-
-    return tensorflow()
-
-
-def dataset(
-    cache: RsnaCache,
-    table: Any,
-    *,
-    batch_size: int = 32,
-    shuffle: bool = True,
-    augment: bool = False,
-    seed: int = 0,
-    feature_columns: tuple[str, ...] = FEATURE_COLUMNS,
-    drop_remainder: bool = False,
-    clahe: tuple[float, tuple[int, int]] | None = None,
-) -> Any:
-    """A ``tf.data.Dataset`` of ``((image, features), target)`` batches from the cache.
-
-    The images of the requested patients are read from the cache once (uint8,
-    memory-mapped) and batches are gathered by index, so an epoch costs a gather
-    and a conversion, never a decode. Shuffling reshuffles the patients every
-    epoch (seeded); the conversion to float32 in [0, 1] and the optional
-    augmentation (small random shift, zoom, rotation, brightness and contrast;
-    no flips, since the heart sits on the left) run as a parallel map on whole
-    batches; batches are prefetched.
-
-    Parameters
-    ----------
-    cache : RsnaCache
-        From :func:`build_cache`.
-    table : pandas.DataFrame
-        The patients to serve (e.g. one part of :func:`split`): ``patientId``,
-        ``Target`` and ``feature_columns``. Patients whose image failed to build
-        are left out, with a warning giving their number.
-    batch_size : int
-    shuffle : bool
-        Shuffle patients (every epoch anew).
-    augment : bool
-        Random augmentation (training only).
-    seed : int
-        Seeds shuffling and augmentation.
-    feature_columns : tuple of str
-        Feature vector columns (default :data:`FEATURE_COLUMNS`).
-    drop_remainder : bool
-        Drop a last, smaller batch.
-    clahe : (clip_limit, tile_grid), optional
-        Apply :func:`medimg.intensity.clahe` to every batch inside the pipeline (on
-        the GPU when there is one), for a cache built with ``clip_limit=None``.
-        The pixels equal those of a cache built with CLAHE, to the grey level, for
-        images that fill the frame (letterboxed ones would include their bars).
-
-    Returns
-    -------
-    tf.data.Dataset
-        Elements ``((image (b, rows, cols, 1) float32, features (b, k) float32),
-        target (b,) float32)``. Unshuffled, batches follow the order of ``table``
-        (without the failed patients); :func:`predict` relies on that.
-    """
-    import warnings
-
-    import numpy as np
-
-    tf = _tf()
-    missing = [c for c in ("patientId", "Target", *feature_columns) if c not in table.columns]
-    if missing:
-        raise LayoutError(f"dataset: missing column(s) {missing}; build the table with "
-                          "feature_table()")
-    rows = cache.rows(table["patientId"].astype(str))
-    keep = rows >= 0
-    if not keep.all():
-        warnings.warn(f"dataset: {int((~keep).sum())} patient(s) have no cached image "
-                      "(failed to decode or not in the cache) and are left out",
-                      stacklevel=2)
-    images = np.asarray(cache.images[np.sort(rows[keep])])  # one sequential read
-    order = np.argsort(np.argsort(rows[keep]))
-    images = images[order]
-    features_array = table.loc[keep, list(feature_columns)].to_numpy(np.float32)
-    targets = table.loc[keep, "Target"].to_numpy(np.float32)
-    n = len(targets)
-    images_t = tf.constant(images)
-    features_t = tf.constant(features_array.reshape(n, len(feature_columns)))
-    targets_t = tf.constant(targets)
-
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size), drop_remainder=drop_remainder)
-
-    def gather(index):
-        image = tf.gather(images_t, index)
-        if clahe is not None:
-            from ..intensity import clahe as apply_clahe
-
-            image = apply_clahe(image, float(clahe[0]), tuple(clahe[1]))
-        image = tf.cast(image, tf.float32)[..., None] / 255.0
-        return image, tf.gather(features_t, index), tf.gather(targets_t, index)
-
-    ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: (_augment_batch(tf, batch[0], s), *batch[1:]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.map(lambda image, feats, target: ((image, feats), target))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def predict(model: Any, cache: RsnaCache, table: Any, *, batch_size: int = 64,
-            feature_columns: tuple[str, ...] = FEATURE_COLUMNS) -> Any:
-    """Scores of ``model`` for the patients of ``table`` (no shuffling, no augmentation).
-
-    Returns
-    -------
-    pandas.DataFrame
-        The rows of ``table`` that have a cached image, with a ``score`` column
-        (the predicted probability of Lung Opacity).
-    """
-    keep = cache.rows(table["patientId"].astype(str)) >= 0
-    subset = table.loc[keep].copy()
-    ds = dataset(cache, subset, batch_size=batch_size, shuffle=False, augment=False,
-                 feature_columns=feature_columns)
-    # A 1-tuple: Keras reads a dataset element (a, b) as (inputs, targets).
-    inputs_only = ds.map(lambda inputs, target: (inputs,))
-    subset["score"] = model.predict(inputs_only, verbose=0).reshape(-1)
-    return subset
