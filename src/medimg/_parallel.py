@@ -66,6 +66,7 @@ def map_items(
     unit: str = "item",
     backend: str = "loky",
     batch_size: int | str = "auto",
+    on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
     """Apply ``fn`` to every item, in parallel, keeping input order.
 
@@ -87,6 +88,9 @@ def map_items(
         threads for work that releases the GIL.
     batch_size : int or "auto"
         Items sent to a worker at a time (joblib's auto-tuning by default).
+    on_result : callable, optional
+        Called in this process with each :class:`ItemResult` as soon as it is known
+        (in input order), e.g. to record finished work before the batch ends.
 
     Returns
     -------
@@ -103,6 +107,8 @@ def map_items(
         if workers == 1:
             for item in items:
                 results.append(_guarded(fn, item))
+                if on_result is not None:
+                    on_result(results[-1])
                 bar.update(1)
         else:
             from joblib import Parallel, delayed
@@ -112,6 +118,8 @@ def map_items(
             )
             for result in parallel(delayed(_guarded)(fn, item) for item in items):
                 results.append(result)
+                if on_result is not None:
+                    on_result(result)
                 bar.update(1)
     finally:
         bar.close()

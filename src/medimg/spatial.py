@@ -17,7 +17,9 @@ __all__ = [
     "crop_or_pad",
     "crop_to_foreground",
     "from_sitk",
+    "reorient",
     "resample",
+    "resample_to_shape",
     "resample_to_spacing",
     "resize",
     "to_sitk",
@@ -539,3 +541,139 @@ def resample_to_spacing(image: Any, spacing: Sequence[float],
                                 f"got shape {image.shape}")
     target = np.maximum(np.rint(np.asarray(image.shape[:2]) * old / new), 1).astype(int)
     return resize(image, tuple(target), interpolation=interpolation)
+
+
+# ---------------------------------------------------------------------------------------
+# Grids: resample onto an exact shape (and back), reorient by flips and permutations.
+# ---------------------------------------------------------------------------------------
+
+
+def resample_to_shape(volume: Any, shape: Sequence[int], *, order: int = 1) -> Any:
+    """Resample a volume onto exactly ``shape`` voxels covering the same extent.
+
+    The grid keeps the volume's outer edges (voxel ``i`` of the new grid spans
+    ``[i, i + 1) * old_size / new_size`` in old voxel units, SciPy's ``grid_mode``), so
+    resampling to a shape and back to the original shape returns the original grid
+    exactly, as a prediction made on a resampled volume must. Channels (a trailing
+    axis) are resampled independently.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray or medimg.io.Volume
+        ``(x, y, z)`` / ``(x, y, z, c)``, or 2-D ``(rows, cols[, c])`` with a 2-value
+        ``shape``. A Volume's affine follows the new grid.
+    shape : sequence of int
+        New sizes of the leading spatial axes.
+    order : int
+        Spline order (0 nearest, for labels; 1 linear; 3 cubic).
+
+    Returns
+    -------
+    numpy.ndarray or medimg.io.Volume
+        Order 0 keeps the dtype; higher orders return float32.
+
+    Examples
+    --------
+    >>> a = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    >>> float(resample_to_shape(resample_to_shape(a, (4, 4, 4), order=0), (2, 2, 2), order=0)[1, 1, 1])
+    7.0
+    """
+    from scipy import ndimage
+
+    array, affine, volume_obj = _split_volume(volume)
+    array = np.asarray(array)
+    shape = tuple(int(s) for s in shape)
+    n = len(shape)
+    if n not in (2, 3) or array.ndim not in (n, n + 1) or any(s < 1 for s in shape):
+        raise InvalidImageError(f"resample_to_shape: cannot take an array of shape "
+                                f"{array.shape} to {shape}")
+    if order not in range(6):
+        raise InvalidImageError(f"order must be 0 to 5, got {order!r}")
+    old = array.shape[:n]
+    out_dtype = array.dtype if order == 0 else np.float32
+    if tuple(old) == shape:
+        out = array.astype(out_dtype, copy=False)
+    else:
+        zoom = [s / o for s, o in zip(shape, old, strict=True)]
+        work = array if order == 0 else array.astype(np.float32, copy=False)
+
+        def one(channel: np.ndarray) -> np.ndarray:
+            out_ = ndimage.zoom(channel, zoom, order=order, mode="nearest", grid_mode=True,
+                                output=out_dtype)
+            return out_[tuple(slice(0, s) for s in shape)]
+
+        if array.ndim == n + 1:
+            out = np.stack([one(work[..., c]) for c in range(array.shape[-1])], axis=-1)
+        else:
+            out = one(work)
+    if volume_obj is None:
+        return out
+    ratio = np.asarray(old, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
+    to_old = np.diag([*ratio, 1.0])
+    to_old[:3, 3] = 0.5 * ratio - 0.5
+    return volume_obj.with_array(out, affine @ to_old)
+
+
+def reorient(volume: Any, axcodes: Sequence[str] | str = "RAS", *,
+             max_oblique_deg: float | None = None, name: str | None = None) -> Any:
+    """The same voxels in another axis order: flips and permutations only, no interpolation.
+
+    The one reorientation of medimg: ``Volume.to_canonical`` is its ``"RAS"`` case, and
+    results computed on a reoriented grid go back to a file's own grid with it (pass
+    the file's axis codes).
+
+    Parameters
+    ----------
+    volume : medimg.io.Volume
+        Any orientation; ``(x, y, z)`` or ``(x, y, z, c)``.
+    axcodes : str or three str
+        Target codes, e.g. ``"RAS"``, ``"LPS"``, ``("R", "I", "A")``.
+    max_oblique_deg : float, optional
+        Refuse volumes whose voxel axes are more than this many degrees from the world
+        axes they are mapped to (a flip/permutation would then not make a "sagittal"
+        slice sagittal; resample instead).
+    name : str, optional
+        Used in error messages (default the volume's path).
+
+    Returns
+    -------
+    medimg.io.Volume
+        Reordered array with the matching affine (``meta`` kept).
+
+    Raises
+    ------
+    InvalidImageError
+        Invalid codes; too oblique; orientation not determinable from the affine.
+    """
+    import nibabel as nib
+
+    from .io.volume import Volume
+
+    if not isinstance(volume, Volume):
+        raise InvalidImageError("reorient expects a medimg.io.Volume (it needs the affine)")
+    codes = tuple(str(c).upper() for c in axcodes)
+    pairs = [{"L", "R"}, {"A", "P"}, {"S", "I"}]
+    used = [next((i for i, p in enumerate(pairs) if c in p), None) for c in codes]
+    if len(codes) != 3 or None in used or sorted(used) != [0, 1, 2]:
+        raise InvalidImageError(f"orientation {''.join(codes)!r} is not valid: expected one "
+                                "code each of L/R, A/P and S/I (e.g. 'RAS', 'PIR')")
+    who = name or volume.meta.get("path") or "volume"
+    if max_oblique_deg is not None:
+        rotation = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
+        cosines = np.clip(np.abs(rotation).max(axis=0), 0.0, 1.0)
+        oblique = float(np.degrees(np.arccos(cosines.min())))
+        if not np.isfinite(oblique) or oblique > max_oblique_deg:
+            raise InvalidImageError(
+                f"{who}: voxel axes are {oblique:.0f} degrees oblique to the patient axes "
+                f"(limit {max_oblique_deg:g}); it cannot be brought to {''.join(codes)} by "
+                "flips and permutations (resample it first)")
+    source = nib.orientations.io_orientation(volume.affine)
+    if np.isnan(source).any():
+        raise InvalidImageError(f"{who}: orientation cannot be determined from the affine")
+    transform = nib.orientations.ornt_transform(source, nib.orientations.axcodes2ornt(codes))
+    if np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]):
+        return volume
+    shape = volume.array.shape[:3]
+    array = nib.orientations.apply_orientation(volume.array, transform)
+    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, shape)
+    return Volume(np.ascontiguousarray(array), affine, dict(volume.meta))
