@@ -44,9 +44,11 @@ __all__ = [
     "cached_items",
     "clean_temporary",
     "lock",
+    "read_h5",
     "read_manifest",
     "settings_key",
     "source_stamp",
+    "write_h5",
 ]
 
 #: File name of a cache folder's manifest.
@@ -323,3 +325,89 @@ class _timed:
         value = dict(self.work(item) or {})
         value["seconds"] = round(time.perf_counter() - start, 3)
         return value
+
+
+def write_h5(path: str | os.PathLike, arrays: Mapping[str, Any], attrs: Mapping[str, Any], *,
+             chunks: Mapping[str, tuple[int, ...]] | None = None,
+             compression: str | None = "lzf") -> Path:
+    """Write arrays and attributes to one HDF5 file atomically.
+
+    Parameters
+    ----------
+    path : path
+        The file (written under a temporary name, then renamed).
+    arrays : mapping of str to numpy.ndarray
+        Datasets; names with ``/`` create groups (``locations/1``).
+    attrs : mapping
+        File attributes (numbers, strings, arrays; dicts and lists of dicts are stored
+        as JSON strings).
+    chunks : mapping of str to tuple, optional
+        Chunk shape per dataset (default: h5py's choice for arrays of 2+ dimensions).
+    compression : str or None
+        ``lzf`` (fast, built into h5py), ``gzip`` or None.
+    """
+    import h5py
+    import numpy as np
+
+    from .._fsutil import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            chunk = (chunks or {}).get(name)
+            big = array.ndim >= 2 and array.size > 1024
+            h5.create_dataset(name, data=array, chunks=chunk if big else None,
+                              compression=compression if big else None)
+        for key, value in attrs.items():
+            if isinstance(value, Mapping) or (isinstance(value, list | tuple) and value
+                                              and isinstance(value[0], Mapping)):
+                value = "json:" + json.dumps(_plain(value))
+            elif value is None:
+                value = "json:null"
+            h5.attrs[key] = value
+    return Path(path)
+
+
+def read_h5(path: str | os.PathLike, names: Sequence[str] | None = None
+            ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read datasets (all, or ``names``) and the attributes of an HDF5 file.
+
+    Returns
+    -------
+    arrays : dict of str to numpy.ndarray
+        Group members come back as ``"group/name"``.
+    attrs : dict
+        Strings decoded; JSON-stored values parsed.
+
+    Raises
+    ------
+    DecodeError
+        Missing, truncated or not HDF5; a requested dataset is absent.
+    """
+    import h5py
+
+    from ..errors import DecodeError
+
+    arrays: dict[str, Any] = {}
+    try:
+        with h5py.File(path, "r") as h5:
+            if names is None:
+                wanted: list[str] = []
+                h5.visititems(lambda key, obj: wanted.append(key)
+                              if isinstance(obj, h5py.Dataset) else None)
+            else:
+                wanted = list(names)
+            for name in wanted:
+                arrays[name] = h5[name][()]
+            attrs = {k: _attr(v) for k, v in h5.attrs.items()}
+    except (OSError, KeyError) as exc:
+        raise DecodeError(f"cannot read the HDF5 cache file ({exc})", path) from None
+    return arrays, attrs
+
+
+def _attr(value: Any) -> Any:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str) and value.startswith("json:"):
+        return json.loads(value[5:])
+    return value

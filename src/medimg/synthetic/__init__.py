@@ -1,7 +1,8 @@
 """Synthetic look-alike data sets written in the real on-disk layouts.
 
 ``make_rsna`` (chest X-ray DICOMs), ``make_brats`` (BraTS 2020 MRI NIfTI) and
-``make_verse`` (VerSe CT NIfTI) write data that the real-data code paths read
+``make_verse`` (VerSe CT NIfTI) and ``make_msd`` (a small prostate-like MRI data set in
+the nnU-Net or Decathlon layout, for the generic segmentation pipeline) write data that the real-data code paths read
 unchanged, so every notebook runs on a fresh machine. :func:`ensure_data` is what
 notebooks call: the real data set when it is there, else synthetic data (generated
 once per profile, reused afterwards).
@@ -21,7 +22,7 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from ..config import Config
 
-__all__ = ["GENERATORS", "ensure_data", "make_brats", "make_rsna", "make_verse"]
+__all__ = ["GENERATORS", "ensure_data", "make_brats", "make_msd", "make_rsna", "make_verse"]
 
 #: data set name -> (module, function) of its generator; the function is called as
 #: ``fn(root, **cfg.synthetic, seed=cfg.seed)``.
@@ -29,6 +30,7 @@ GENERATORS: dict[str, tuple[str, str]] = {
     "rsna": ("medimg.synthetic.rsna", "make_rsna"),
     "brats": ("medimg.synthetic.brats", "make_brats"),
     "verse": ("medimg.synthetic.verse", "make_verse"),
+    "segmentation": ("medimg.synthetic.msd", "make_msd"),
 }
 _MARKER = ".medimg-synthetic.json"
 
