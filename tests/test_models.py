@@ -1,4 +1,6 @@
-"""U-Net builder: 2-D and 3-D by input rank, shapes, options, clear errors, learning."""
+"""Model builders: the U-Net (2-D and 3-D by input rank, shapes, options, clear errors,
+learning) and the two-input classifier (shapes, the loss that matches its sigmoid, both
+inputs used, options, clear errors)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from medimg.errors import ConfigError  # noqa: E402
-from medimg.models import unet  # noqa: E402
+from medimg.models import two_input_classifier, unet  # noqa: E402
 
 
 def _count(model, kind):
@@ -86,3 +88,46 @@ def test_unet_learns_a_toy_segmentation():
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=soft_dice_loss)
     model.fit(x, y, epochs=15, batch_size=8, verbose=0)
     assert dice(y > 0.5, model.predict(x, verbose=0) > 0.5) > 0.8
+
+
+# --------------------------------------------------------------------------- classifier
+def test_shapes_and_compilation():
+    model = two_input_classifier((64, 64, 1), 12, filters=(8, 16))
+    assert model.output_shape == (None, 1)
+    assert [tuple(i.shape) for i in model.inputs] == [(None, 64, 64, 1), (None, 12)]
+    assert isinstance(model.loss, keras.losses.BinaryCrossentropy)
+    assert not model.loss.get_config()["from_logits"]  # sigmoid output, probabilities
+    assert model.layers[-1].get_config()["activation"] == "sigmoid"
+    out = model.predict([np.zeros((2, 64, 64, 1), np.float32), np.zeros((2, 12), np.float32)],
+                        verbose=0)
+    assert out.shape == (2, 1) and np.all((out >= 0) & (out <= 1))
+
+
+def test_feature_branch_changes_output(rng):
+    model = two_input_classifier((32, 32, 1), 4, filters=(4,), dropout=0.0, batch_norm=False)
+    image = rng.random((1, 32, 32, 1)).astype(np.float32)
+    a = model.predict([image, np.zeros((1, 4), np.float32)], verbose=0)
+    b = model.predict([image, 5 * np.ones((1, 4), np.float32)], verbose=0)
+    assert not np.allclose(a, b)
+
+
+def test_options():
+    plain = two_input_classifier((32, 32, 1), 0, filters=(4, 8), batch_norm=False, dropout=0.0,
+                                 convs_per_block=2, compile=False)
+    names = [layer.name for layer in plain.layers]
+    assert "block1_conv2" in names and not any("bn" in n or "dropout" in n for n in names)
+    assert "feature_dense" not in names
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"image_shape": (64, 64), "n_features": 3}, "H, W, C"),
+        ({"image_shape": (64, 64, 1), "n_features": 3, "dropout": 1.0}, "dropout"),
+        ({"image_shape": (8, 8, 1), "n_features": 3, "filters": (4, 4, 4, 4)}, "poolings"),
+        ({"image_shape": (64, 64, 1), "n_features": -1}, "n_features"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        two_input_classifier(**kwargs)

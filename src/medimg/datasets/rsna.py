@@ -630,10 +630,10 @@ def build_cache(
     index = pd.DataFrame(index_rows,
                          columns=["patientId", "row", "flags", "error", "source", "path"])
     n_new = len(results) - len(errors)
-    unchanged = (old_index is not None and not items and not errors
-                 and list(old_index["patientId"]) == list(index["patientId"])
-                 and list(old_index["row"]) == list(index["row"])
-                 and list(old_index["path"].astype(str)) == list(index["path"].astype(str)))
+    index_text = index.to_csv(index=False)
+    # Nothing new (a file that failed before and fails again changes nothing either).
+    unchanged = (manifest is not None and not items
+                 and (directory / manifest["index"]).read_text(encoding="utf-8") == index_text)
     if not unchanged:
         generation = uuid.uuid4().hex[:12]
         manifest = {"settings": settings, "images": f"images-{generation}.npy",
@@ -648,7 +648,7 @@ def build_cache(
             array.flush()
             del array
         old_images = None
-        atomic_write_text(directory / manifest["index"], index.to_csv(index=False))
+        atomic_write_text(directory / manifest["index"], index_text)
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     # Arrays and indexes of earlier generations (or of a build stopped before its
     # manifest) are no longer referenced.

@@ -191,10 +191,12 @@ def _as_arrays(images: Any, features: Any, targets: Any) -> tuple[Any, Any, Any]
                                 f"with n >= 1, got shape {images.shape}")
     n = images.shape[0]
     features = (np.zeros((n, 0), np.float32) if features is None
-                else np.asarray(features, dtype=np.float32).reshape(n, -1) if np.size(features)
-                else np.zeros((n, 0), np.float32))
-    if features.shape[0] != n:
-        raise InvalidImageError(f"{n} images but {features.shape[0]} feature rows")
+                else np.asarray(features, dtype=np.float32))
+    if features.ndim == 1 and features.size == 0:
+        features = features.reshape(n, 0)
+    if features.ndim != 2 or features.shape[0] != n:
+        raise InvalidImageError(f"{n} images but {features.shape[0]} feature rows "
+                                f"(features must be (n, k), got shape {features.shape})")
     if not np.all(np.isfinite(features)):
         raise InvalidImageError("features hold NaN or infinite values (encode missing values "
                                 "as an explicit 'unknown' column)")
