@@ -258,29 +258,25 @@ def test_cache_builds_resumes_and_counts_failures(table, tmp_path):
                                      (0.15, 0.15), image_shape=(32, 32))
     np.testing.assert_array_equal(cache.images[row], expected)
 
-    # Second call: nothing rebuilt, nothing rewritten; the failed file is retried (and
-    # fails again).
-    manifest = json.loads((cache.directory / "manifest.json").read_text())
+    # Second call: nothing rebuilt; the failed file is retried (and fails again).
     again = rsna.build_cache(local, tmp_path / "cache", image_shape=(32, 32), n_jobs=1,
                              progress=False)
     assert again.counts["built"] == 0 and again.counts["reused"] == len(local) - 1
-    assert json.loads((again.directory / "manifest.json").read_text()) == manifest
-    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(cache.images))
+    assert again.counts["failed"] == 1 and again.counts["spacing_missing"] == 1
+    np.testing.assert_array_equal(again.images, cache.images)
+    settings = json.loads((cache.directory / "settings.json").read_text())
+    assert settings["image_shape"] == [32, 32] and settings["version"] == rsna.CACHE_VERSION
 
 
-def test_cache_resumes_from_items(table, tmp_path):
+def test_cache_resumes_where_a_build_stopped(table, tmp_path):
+    """Images finished by an earlier (interrupted or partial) build are reused."""
     first = rsna.build_cache(table.iloc[:5], tmp_path, image_shape=(32, 32), n_jobs=1,
                              progress=False)
-    # Simulate an interrupted build: one finished item file, no gathered array yet.
-    items = first.directory / "items"
-    items.mkdir()
-    np.savez(items / f"{table.patientId.iloc[6]}.npz",
-             image=np.full((32, 32), 7, np.uint8), flags=np.array(""),
-             source=np.array(rsna._source_stamp(table.path.iloc[6])))
     full = rsna.build_cache(table, tmp_path, image_shape=(32, 32), n_jobs=1, progress=False)
-    assert full.counts["built"] == len(table) - 6  # 5 from the array, 1 from the item
+    assert full.directory == first.directory
+    assert full.counts["built"] == len(table) - 5 and full.counts["reused"] == 5
     assert full.counts["images"] == len(table)
-    assert np.all(full.images[full.rows([table.patientId.iloc[6]])[0]] == 7)
+    np.testing.assert_array_equal(full.images[:5], first.images)
 
 
 def test_cache_rebuilds_changed_files(table, tmp_path):
@@ -297,23 +293,18 @@ def test_cache_rebuilds_changed_files(table, tmp_path):
     after = second.images[second.rows([local.patientId.iloc[1]])[0]]
     assert not np.array_equal(after, before)
     np.testing.assert_array_equal(after, second.images[second.rows([local.patientId.iloc[0]])[0]])
-    # The earlier generation's array and index are gone; the manifest names the new pair.
-    names = sorted(p.name for p in second.directory.iterdir())
-    manifest = json.loads((second.directory / "manifest.json").read_text())
-    assert names == sorted(["manifest.json", manifest["images"], manifest["index"]])
 
 
-def test_cache_drops_rows_of_deleted_files_only(table, tmp_path):
+def test_cache_deleted_source_becomes_a_failure(table, tmp_path):
     local_dir = tmp_path / "images"
     local = _local_copy(table.iloc[:4], local_dir)
     rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1, progress=False)
     (local_dir / local.path.iloc[3].rsplit("/", 1)[1]).unlink()  # patient 3's file is gone
-    subset = rsna.build_cache(local.iloc[:1], tmp_path / "c", image_shape=(32, 32), n_jobs=1,
-                              progress=False)
-    assert subset.counts["images"] == 1 and subset.counts["built"] == 0
-    kept = set(subset.index.patientId)
-    assert kept == set(local.patientId.iloc[:3])  # 1 and 2 kept (files unchanged), 3 dropped
-    assert subset.images.shape[0] == 3
+    again = rsna.build_cache(local, tmp_path / "c", image_shape=(32, 32), n_jobs=1,
+                             progress=False)
+    assert again.counts == {"images": 3, "built": 0, "reused": 3, "failed": 1}
+    assert again.failed.patientId.tolist() == [local.patientId.iloc[3]]
+    assert again.images.shape == (3, 32, 32)
 
 
 BASE = {"image_shape": (32, 32), "spacing_mm": 0.0, "clip_limit": 4.0, "tile_grid": (8, 8)}
@@ -336,27 +327,15 @@ def test_cache_is_keyed_on_every_setting(table, tmp_path, change):
     assert again.directory == first.directory and again.counts["built"] == 0
 
 
-def test_cache_ignores_an_array_without_its_manifest(table, tmp_path):
-    """A build stopped after writing its array but before its manifest leaves nothing a
-    reader would use: the next build redoes the work and removes the orphan."""
-    rows = table.iloc[:3]
-    first = rsna.build_cache(rows, tmp_path, image_shape=(32, 32), n_jobs=1, progress=False)
-    (first.directory / "manifest.json").unlink()
-    np.save(first.directory / "images-orphan.npy", np.zeros((3, 32, 32), np.uint8))
-    again = rsna.build_cache(rows, tmp_path, image_shape=(32, 32), n_jobs=1, progress=False)
-    assert again.counts["built"] == 3
-    assert not (again.directory / "images-orphan.npy").exists()
-    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(first.images))
-
-
 def test_images_for_follows_the_order_asked(table, tmp_path):
     cache = rsna.build_cache(table.iloc[:5], tmp_path, image_shape=(32, 32), n_jobs=1,
                              progress=False)
     ids = table.patientId.iloc[[3, 0, 4]].tolist()
-    images = cache.images_for(ids)
+    images = cache.images_for(ids)  # read from the files
     assert images.shape == (3, 32, 32) and images.dtype == np.uint8
     for image, pid in zip(images, ids, strict=True):
         np.testing.assert_array_equal(image, cache.images[cache.rows([pid])[0]])
+    np.testing.assert_array_equal(cache.images_for(ids), images)  # from memory, the same
     with pytest.raises(LayoutError, match="1 patient") as info:
         cache.images_for([ids[0], table.patientId.iloc[7]])
     assert str(cache.directory) in str(info.value)

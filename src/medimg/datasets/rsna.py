@@ -19,24 +19,22 @@ files. Features, splits, models and evaluation live in :mod:`medimg.tasks`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._fsutil import atomic_path, atomic_write_text
-from .._parallel import map_items
+from .._fsutil import atomic_path
 from ..errors import InvalidImageError, LayoutError
 from ..intensity import clahe
 from ..io import dicom_pixels, read_dicom
 from ..spatial import crop_or_pad, resize
+from .cache import build as build_items
+from .cache import cache_folder
 
 __all__ = ["CACHE_VERSION", "CLASSES", "RsnaCache", "RsnaLayout", "build_cache", "find_layout",
            "load_labels", "patients", "preprocess_image"]
@@ -262,33 +260,32 @@ def patients(labels: Any, images_dir: str | os.PathLike | None = None) -> Any:
 
 
 # --------------------------------------------------------------------------- cache
-#: Version of the cache format and of the preprocessing; bump to invalidate old caches.
+#: Version of the cached pixels' recipe (part of the cache key); bump it when
+#: :func:`preprocess_image` changes what it makes of a file.
 CACHE_VERSION = 2
+
 
 @dataclass
 class RsnaCache:
-    """Preprocessed images on disk: ``images.npy`` (n, rows, cols) uint8 plus an index.
+    """Preprocessed images on disk: one ``<patientId>.npy`` (rows, cols) uint8 each.
 
     Attributes
     ----------
     directory : pathlib.Path
-        The cache folder (one per preprocessing setting, named by
-        :func:`build_cache`).
-    images : numpy.ndarray
-        Memory-mapped ``(n, rows, cols)`` uint8.
+        The cache folder: ``<cache_dir>/rsna-<hash of the settings>``, with
+        ``settings.json`` and ``manifest.csv`` (:mod:`medimg.datasets.cache`).
     index : pandas.DataFrame
-        ``patientId``, ``row`` (into ``images``; -1 for failures), ``flags`` (the
-        documented defaults applied, ``;``-separated), ``error``, ``source`` (the
-        file's ``size:mtime_ns`` when it was cached: a changed file is rebuilt) and
-        ``path``.
+        One row per patient asked for: ``patientId``, ``row`` (into :attr:`images`;
+        -1 for failures), ``flags`` (the documented defaults applied,
+        ``;``-separated), ``error``, ``source`` (the stamp of the DICOM file it was
+        made from: a changed file is rebuilt) and ``path`` (the cached image).
     settings : dict
-        The preprocessing settings (image shape, spacing, CLAHE).
+        The preprocessing settings (image shape, spacing, CLAHE, version).
     counts : dict
         ``images``, ``built`` (this call), ``reused``, ``failed`` and one count per flag.
     """
 
     directory: Path
-    images: Any
     index: Any
     settings: dict
     counts: dict
@@ -297,6 +294,19 @@ class RsnaCache:
     def failed(self) -> Any:
         """Index rows whose file could not be turned into an image (with the error)."""
         return self.index[self.index["error"].notna()]
+
+    @cached_property
+    def images(self) -> np.ndarray:
+        """Every cached image, ``(n, rows, cols)`` uint8, row ``i`` for index row ``i``
+        (read once, on first use)."""
+        ok = self.index[self.index["row"] >= 0].sort_values("row")
+        return self._read(ok["path"])
+
+    def _read(self, paths: Any) -> np.ndarray:
+        out = np.empty((len(paths), *self.settings["image_shape"]), dtype=np.uint8)
+        for i, path in enumerate(paths):
+            out[i] = np.load(path)
+        return out
 
     def rows(self, patient_ids: Any) -> Any:
         """Rows into :attr:`images` for ``patient_ids`` (-1 where absent or failed)."""
@@ -330,22 +340,10 @@ class RsnaCache:
             raise LayoutError(f"{int(missing.sum())} patient(s) have no cached image (e.g. "
                               f"{_examples(ids)}): not built, or their file failed to decode "
                               "(see RsnaCache.failed)", self.directory)
-        order = np.argsort(rows, kind="stable")
-        out = np.empty((len(rows), *self.images.shape[1:]), dtype=np.uint8)
-        out[order] = self.images[rows[order]]  # one pass in file order
-        return out
-
-
-def _cache_key(settings: dict) -> str:
-    """Folder name of a cache: the settings in words, then a hash of all of them (so two
-    settings that print alike, such as 1.4 and 1.4000001 mm, never share a folder)."""
-    rows, cols = settings["image_shape"]
-    spacing = settings["spacing_mm"]
-    fov = f"{spacing:g}mm" if spacing else "fit"
-    contrast = (f"clahe{settings['clip_limit']:g}" if settings["clip_limit"] is not None
-                else "noclahe")
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    return f"v{settings['version']}_{rows}x{cols}_{fov}_{contrast}_{digest}"
+        if "images" in self.__dict__:  # already read
+            return self.images[rows]
+        paths = self.index.set_index("row").loc[rows, "path"]
+        return self._read(paths)
 
 
 def _to_uint8(pixels: Any, flags: list[str]) -> Any:
@@ -451,35 +449,9 @@ def preprocess_image(pixels: Any, spacing: Any, *, image_shape: tuple[int, int] 
     return clahe(crop_or_pad(scaled, (rows, cols), value=0), clip_limit, tile_grid)
 
 
-_INDEX_DTYPES = {"patientId": "string", "flags": "string", "error": "string",
-                 "source": "string", "path": "string"}
-
-
-def _read_manifest(path: Path, settings: dict) -> dict | None:
-    """The manifest of a complete earlier build with these settings, else None."""
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if (not isinstance(manifest, dict) or manifest.get("settings") != settings
-            or not all((path.parent / str(manifest.get(k))).is_file()
-                       for k in ("images", "index"))):
-        return None
-    return manifest
-
-
-def _source_stamp(path: Any) -> str:
-    """``size:mtime_ns`` of a file (``missing`` when it is not there)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return "missing"
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _cache_item(item: tuple[str, str, str, dict, str]) -> list[str]:
-    """Worker: one DICOM to one cached ``.npz`` (image + flags); returns the flags."""
-    _, path, out_path, settings, source = item
+def _cache_item(item: dict[str, Any]) -> dict[str, str]:
+    """Worker: one DICOM to one cached ``.npy`` image; returns its flags for the manifest."""
+    path, settings = item["dicom"], item["settings"]
     ds = read_dicom(path)
     flags: list[str] = []
     raw = ds.get("PixelSpacing")
@@ -503,9 +475,9 @@ def _cache_item(item: tuple[str, str, str, dict, str]) -> list[str]:
                                  tile_grid=tuple(settings["tile_grid"]), flags=flags)
     except InvalidImageError as exc:
         raise InvalidImageError(exc.detail, path) from None
-    with atomic_path(out_path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, image=image, flags=np.array(";".join(flags)), source=np.array(source))
-    return flags
+    with atomic_path(item["target"]) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, image)
+    return {"flags": ";".join(flags)}
 
 
 def build_cache(
@@ -520,30 +492,24 @@ def build_cache(
     progress: bool = True,
     force: bool = False,
 ) -> RsnaCache:
-    """Decode, resample and CLAHE every patient's image once, into a uint8 array on disk.
+    """Decode, resample and CLAHE every patient's image once, one small file each.
 
-    The cache is keyed on its settings and on its sources: it lives in a subfolder of
-    ``cache_dir`` named after every preprocessing setting (and :data:`CACHE_VERSION`),
-    so a change of any setting builds a new cache; within it each image records its
-    file's size and modification time, so a replaced or regenerated file is built
-    again while unchanged ones are reused.
-
-    Work is spread over processes (:func:`medimg._parallel.map_items`, progress
-    bar). Each image is first written atomically as its own small file, so an
-    interrupted build resumes where it stopped; when all are done they are
-    gathered into one ``images-<generation>.npy`` (memory-mapped by readers) with its
-    ``index-<generation>.csv``, and ``manifest.json``, written last, names the pair:
-    a reader never sees an array with another build's index. A file that no longer
-    decodes becomes an index row with its error (counted; the batch goes on; see
-    :attr:`RsnaCache.failed`).
+    The cache follows the one cache rule (:mod:`medimg.datasets.cache`): it is keyed on
+    its settings (a folder named after a hash of every preprocessing setting and
+    :data:`CACHE_VERSION`, so a change of any setting builds a new cache) and on its
+    sources (each image records the stamp of its DICOM file, so a replaced or
+    regenerated file is built again while unchanged ones are reused); images are
+    written atomically, the manifest is rewritten as each one ends (an interrupted
+    build resumes where it stopped), and a lock keeps two builds apart. A file that no
+    longer decodes becomes an index row with its error (counted; the batch goes on;
+    see :attr:`RsnaCache.failed`).
 
     Parameters
     ----------
     table : pandas.DataFrame
         ``patientId`` and ``path`` (e.g. :func:`patients`).
     cache_dir : path
-        Parent folder; the cache goes to a subfolder named after the settings
-        (``v2_128x128_1.4mm_clahe4_<hash>``).
+        Parent folder; the cache goes to ``<cache_dir>/rsna-<hash of the settings>``.
     image_shape, spacing_mm, clip_limit, tile_grid :
         Preprocessing (:func:`preprocess_image`).
     n_jobs : int
@@ -556,117 +522,40 @@ def build_cache(
     Returns
     -------
     RsnaCache
+        Its index lists the patients of ``table``, in that order.
     """
     for column in ("patientId", "path"):
         if column not in table.columns:
             raise LayoutError(f"build_cache: missing column {column!r}")
     settings = {"image_shape": [int(s) for s in image_shape], "spacing_mm": float(spacing_mm),
                 "clip_limit": None if clip_limit is None else float(clip_limit),
-                "tile_grid": [int(t) for t in tile_grid],
-                "version": CACHE_VERSION}
-    directory = Path(cache_dir) / _cache_key(settings)
-    if force and directory.exists():
-        shutil.rmtree(directory)
-    items_dir = directory / "items"
-    items_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = directory / "manifest.json"
+                "tile_grid": [int(t) for t in tile_grid], "version": CACHE_VERSION}
+    directory = cache_folder(cache_dir, "rsna", settings)
     wanted = table[["patientId", "path"]].drop_duplicates("patientId")
-    ids = wanted["patientId"].astype(str).tolist()
-    # A file's size and modification time identify its version: an image replaced on
-    # disk (or regenerated synthetic data under the same IDs) is rebuilt, never reused.
-    sources = {pid: _source_stamp(path) for pid, path in zip(ids, wanted["path"], strict=True)}
-    paths = {pid: str(path) for pid, path in zip(ids, wanted["path"], strict=True)}
-
-    # What is already there: the gathered array of the last complete build (named by
-    # manifest.json, written last, so an array and an index always belong together) and
-    # single items (an interrupted build).
-    old_images, old_index, manifest = None, None, _read_manifest(manifest_path, settings)
-    if manifest is not None:
-        old_images = np.load(directory / manifest["images"], mmap_mode="r")
-        old_index = pd.read_csv(directory / manifest["index"], dtype=_INDEX_DTYPES)
-    old_rows = {}
-    if old_index is not None:
-        for pid, row, flags, err, source, path in old_index[
-                ["patientId", "row", "flags", "error", "source", "path"]].itertuples(index=False):
-            if row < 0 or not pd.isna(err):
-                continue
-            # Patients not asked for this time stay while their file is there unchanged;
-            # rows of deleted or regenerated files are dropped, so the cache never grows
-            # with stale images.
-            current = sources[pid] if pid in sources else (
-                _source_stamp(path) if not pd.isna(path) else "missing")
-            if current == source:
-                old_rows[pid] = (int(row), None if pd.isna(flags) else str(flags), source,
-                                 paths.get(pid, None if pd.isna(path) else str(path)))
-    items: dict[str, tuple[Any, str | None, str]] = {}
-    for item in items_dir.glob("*.npz"):
-        try:
-            with np.load(item) as data:
-                entry = (data["image"], str(data["flags"]) or None, str(data["source"]))
-        except Exception:  # a damaged leftover is simply rebuilt
-            continue
-        if sources.get(item.stem) == entry[2]:
-            items[item.stem] = entry
-    todo = [(pid, str(path), str(items_dir / f"{pid}.npz"), settings, sources[pid])
-            for pid, path in zip(ids, wanted["path"], strict=True)
-            if pid not in old_rows and pid not in items]
-    results = map_items(_cache_item, todo, n_jobs=n_jobs, progress=progress,
-                        desc="RSNA cache", unit="image")
-    errors = {r.item[0]: r.error for r in results if not r.ok}
-    for result in results:
-        if result.ok:
-            with np.load(result.item[2]) as data:
-                items[result.item[0]] = (data["image"], str(data["flags"]) or None,
-                                         str(data["source"]))
-
-    all_ids = list(dict.fromkeys([*old_rows, *ids]))
-    kept = [pid for pid in all_ids if pid not in errors and (pid in old_rows or pid in items)]
-    index_rows = []
-    for row, pid in enumerate(kept):
-        flags, source = (old_rows[pid][1:3] if pid in old_rows else items[pid][1:])
-        index_rows.append((pid, row, flags, None, source, paths.get(pid) or old_rows[pid][3]))
-    index_rows += [(pid, -1, None, errors[pid], sources.get(pid), paths.get(pid))
-                   for pid in all_ids if pid in errors]
-    index = pd.DataFrame(index_rows,
-                         columns=["patientId", "row", "flags", "error", "source", "path"])
-    n_new = len(results) - len(errors)
-    index_text = index.to_csv(index=False)
-    # Nothing new (a file that failed before and fails again changes nothing either).
-    unchanged = (manifest is not None and not items
-                 and (directory / manifest["index"]).read_text(encoding="utf-8") == index_text)
-    if not unchanged:
-        generation = uuid.uuid4().hex[:12]
-        manifest = {"settings": settings, "images": f"images-{generation}.npy",
-                    "index": f"index-{generation}.csv", "n_images": len(kept)}
-        # Written row by row into a memory-mapped file: the whole set never has to fit
-        # in memory twice.
-        with atomic_path(directory / manifest["images"]) as tmp:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                              shape=(len(kept), *settings["image_shape"]))
-            for row, pid in enumerate(kept):
-                array[row] = old_images[old_rows[pid][0]] if pid in old_rows else items[pid][0]
-            array.flush()
-            del array
-        old_images = None
-        atomic_write_text(directory / manifest["index"], index_text)
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-    # Arrays and indexes of earlier generations (or of a build stopped before its
-    # manifest) are no longer referenced.
-    for stale in [*directory.glob("images-*.npy"), *directory.glob("index-*.csv")]:
-        if stale.name not in (manifest["images"], manifest["index"]):
-            stale.unlink(missing_ok=True)
-    shutil.rmtree(items_dir, ignore_errors=True)
-
-    images = np.load(directory / manifest["images"], mmap_mode="r")
-    index = pd.read_csv(directory / manifest["index"], dtype=_INDEX_DTYPES)
-    requested = index[index["patientId"].isin(ids)]
+    items = [{"item": str(pid), "target": str(directory / f"{pid}.npy"),
+              "sources": [str(path)], "dicom": str(path), "settings": settings}
+             for pid, path in wanted.itertuples(index=False)]
+    manifest = build_items(items, _cache_item, directory, n_jobs=n_jobs, progress=progress,
+                           desc="RSNA cache", unit="image", overwrite=force,
+                           extra_columns=("flags",))
+    usable = manifest["status"].isin(["ok", "cached"]).to_numpy()
+    index = pd.DataFrame({
+        "patientId": pd.array(manifest["item"].astype(str), dtype="string"),
+        "row": np.where(usable, np.cumsum(usable) - 1, -1).astype("int64"),
+        "flags": pd.array([f if ok and isinstance(f, str) and f else None
+                           for f, ok in zip(manifest["flags"], usable, strict=True)],
+                          dtype="string"),
+        "error": pd.array(manifest["error"].where(~usable).astype(object), dtype="string"),
+        "source": pd.array(manifest["source"].astype(object), dtype="string"),
+        "path": pd.array(manifest["path"].astype(object), dtype="string"),
+    })
     flag_counts: dict[str, int] = {}
-    for flags in requested["flags"].dropna():
+    for flags in index["flags"].dropna():
         for flag in str(flags).split(";"):
             if flag:
                 flag_counts[flag] = flag_counts.get(flag, 0) + 1
-    counts = {"images": int((requested["row"] >= 0).sum()), "built": int(n_new),
-              "reused": int(len(ids) - n_new - len(errors)),
-              "failed": int(requested["error"].notna().sum()), **flag_counts}
-    return RsnaCache(directory=directory, images=images, index=index, settings=settings,
-                     counts=counts)
+    status = manifest["status"]
+    counts = {"images": int(usable.sum()), "built": int((status == "ok").sum()),
+              "reused": int((status == "cached").sum()), "failed": int((status == "error").sum()),
+              **flag_counts}
+    return RsnaCache(directory=directory, index=index, settings=settings, counts=counts)
