@@ -71,29 +71,15 @@ __all__ = [
     "LABEL_VALUES",
     "LAYOUT_VERSION",
     "SEQUENCES",
-    "TARGET_CHANNELS",
-    "build_model",
     "cached_subjects",
-    "check_model",
-    "config_arguments",
-    "dataset",
     "default_cache_dir",
-    "evaluate",
     "find_subjects",
     "label_volumes",
-    "load_model",
     "load_subject",
     "nifti_header",
-    "predict_subject",
-    "predict_volume",
     "preprocess",
-    "probabilities_to_labels",
     "read_h5",
-    "split_subjects",
-    "standardize_volume",
     "summarize_subjects",
-    "targets_from_labels",
-    "train_from_config",
     "uncrop",
 ]
 
@@ -166,6 +152,16 @@ def _guess_role(subject: str, filename: str) -> str | None:
     return None
 
 
+def _names_a_role(filename: str, subject: str) -> bool:
+    """True when any part of the file name (after the subject) is a sequence or label
+    name: such a file is a variant of that role, never a stand-in for another."""
+    stem = _NIFTI.sub("", filename).lower()
+    if stem.startswith(subject.lower()):
+        stem = stem[len(subject):]
+    tokens = [t for t in re.split(r"[^a-z0-9]+", stem) if t]
+    return any(t in _ALIASES for t in tokens)
+
+
 def _scan_subject(folder: Path, split: str) -> dict[str, Any]:
     subject = folder.name
     row: dict[str, Any] = {"subject": subject, "split": split, "note": None, "problem": None}
@@ -191,9 +187,11 @@ def _scan_subject(folder: Path, split: str) -> dict[str, Any]:
                 notes.append(f"{role} taken from {paths[0].name} (nonstandard name)")
     needed = list(SEQUENCES) + (["seg"] if split == "training" else [])
     missing = [r for r in needed if r not in found]
-    if unknown and len(unknown) == 1 and len(missing) == 1:
-        # One unrecognised file and one missing role: the file can only be that role
-        # (BraTS 2020 subject 355's segmentation is named W39_1998.09.19_Segm.nii).
+    if (unknown and len(unknown) == 1 and len(missing) == 1
+            and not _names_a_role(unknown[0].name, subject)):
+        # One unrecognised file that names no sequence and one missing role: the file can
+        # only be that role. A file that names another sequence (a stray
+        # "<subject>_flair_backup.nii.gz") never stands in for a missing one.
         row[missing[0]] = str(unknown[0])
         notes.append(f"{missing[0]} taken from {unknown[0].name} (the only unmatched file)")
         missing, unknown = [], []
@@ -492,8 +490,11 @@ def preprocess(
     the brain (:func:`medimg.bias.n4_correct`); map label 4 to 3; stack to
     ``(x, y, z, 4)``; write ``<out_dir>/<subject>.h5`` atomically (a temporary file
     renamed when complete). Subjects run in parallel with a progress bar. A failing
-    subject is recorded in the manifest and the batch goes on; a rerun skips the
-    subjects whose file exists and redoes only the rest.
+    subject is recorded in the manifest and the batch goes on. The cache follows
+    :mod:`medimg.datasets.cache`: the manifest is rewritten as each subject ends (an
+    interrupted run keeps what it finished), temporary files of a killed run are
+    removed, and a rerun redoes a subject only when its source files (path, size,
+    time) or these settings changed, or when it failed.
 
     Parameters
     ----------
@@ -510,7 +511,7 @@ def preprocess(
     iterations : sequence of int
         N4 iterations per fitting level.
     overwrite : bool
-        Redo subjects whose file already exists.
+        Redo every subject.
     compression_level : int
         gzip level of the datasets (1: fast; 9: smallest).
     progress : bool
@@ -528,60 +529,41 @@ def preprocess(
         ``root`` holds no BraTS subject (nothing to do). Per-subject problems never
         raise: they are in the manifest.
     """
-    from .._fsutil import atomic_write_text
-    from .._parallel import map_items, resolve_n_jobs
+    from .._parallel import resolve_n_jobs
+    from .cache import build
 
     subjects = root if isinstance(root, pd.DataFrame) else find_subjects(root)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / "manifest.csv"
-    previous = {}
-    if manifest_path.is_file():
-        try:
-            old = pd.read_csv(manifest_path)
-            # cached rows carry the figures of the run that did the work: keep them
-            previous = {r.subject: {"seconds": r.seconds, "shape": r.shape}
-                        for r in old.itertuples() if r.status in ("ok", "cached")}
-        except Exception:  # a damaged manifest is rebuilt, never fatal
-            previous = {}
-    options = {
-        "n4": bool(n4),
-        "shrink": int(shrink),
-        "iterations": [int(i) for i in iterations],
-        "compression_level": int(compression_level),
-    }
-    records: dict[str, dict[str, Any]] = {}
-    tasks = []
-    for row in subjects.to_dict("records"):
-        subject = row["subject"]
-        target = out_dir / f"{subject}.h5"
-        record = {"subject": subject, "split": row.get("split"), "status": None,
-                  "seconds": np.nan, "error": None, "path": str(target), "shape": None}
-        records[subject] = record
-        if row.get("problem"):
-            record.update(status="error", error=f"LayoutError: {subject}: {row['problem']}")
-        elif target.is_file() and not overwrite:
-            record.update(status="cached", **previous.get(subject, {}))
-        else:
-            tasks.append({"row": row, "target": str(target), "options": options})
-    # Workers from the subjects left to do (a resumed run with one left uses every core
-    # in SimpleITK); processes x SimpleITK threads should not oversubscribe the cores.
-    workers = min(resolve_n_jobs(n_jobs), max(1, len(tasks)))
-    options["n_threads"] = max(1, (os.cpu_count() or 1) // workers)
-    results = map_items(_preprocess_one, tasks, n_jobs=workers, progress=progress,
-                        desc="BraTS preprocess", unit="subject")
-    for result in results:
-        record = records[result.item["row"]["subject"]]
-        if result.ok:
-            record.update(status="ok", **result.value)
-        else:
-            error = result.error or "unknown error"
-            # The subject is named in every manifest error (file paths usually do it).
-            record.update(status="error", error=error if record["subject"] in error
-                          else f"{error} [subject {record['subject']}]")
-    manifest = pd.DataFrame(list(records.values()), columns=_MANIFEST_COLUMNS)
-    atomic_write_text(manifest_path, manifest.to_csv(index=False))
-    return manifest
+    settings = {"layout_version": LAYOUT_VERSION, "n4": bool(n4), "shrink": int(shrink),
+                "iterations": [int(i) for i in iterations],
+                "compression_level": int(compression_level)}
+    rows = subjects.to_dict("records")
+    # processes x SimpleITK threads should not oversubscribe the cores
+    workers = min(resolve_n_jobs(n_jobs), max(1, len(rows)))
+    options = {**settings, "n_threads": max(1, (os.cpu_count() or 1) // workers)}
+    items = []
+    for row in rows:
+        sources = [row.get(role) for role in _ROLES]
+        items.append({"item": row["subject"], "target": str(out_dir / f"{row['subject']}.h5"),
+                      "sources": sources, "settings": settings, "row": row,
+                      "options": options})
+    built = build(items, _preprocess_task, out_dir, n_jobs=workers, progress=progress,
+                  desc="BraTS preprocess", unit="subject", overwrite=overwrite,
+                  extra_columns=("shape",))
+    split_of = {row["subject"]: row.get("split") for row in rows}
+    manifest = built.rename(columns={"item": "subject"})
+    manifest["split"] = manifest["subject"].map(split_of)
+    return manifest[_MANIFEST_COLUMNS]
+
+
+def _preprocess_task(item: Mapping[str, Any]) -> dict[str, Any]:
+    """Worker of :func:`preprocess` (a subject with a layout problem fails here, named)."""
+    row = item["row"]
+    if row.get("problem"):
+        raise LayoutError(row["problem"], row["subject"])
+    value = _preprocess_one({"row": row, "target": item["target"], "options": item["options"]})
+    return {"shape": value["shape"]}
 
 
 def read_h5(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
@@ -639,37 +621,19 @@ def uncrop(array: np.ndarray, attrs: Mapping[str, Any], *, fill: float = 0,
                   {"subject": attrs.get("subject")})
 
 
-# =======================================================================================
-# Issue 6: training data (tf.data from the HDF5 cache), the 3-D U-Net, whole-scan
-# prediction. Everything below works on the cache written by `preprocess` above.
-# =======================================================================================
-
-#: Output channels of a model per kind of target.
-TARGET_CHANNELS: dict[str, int] = {"regions": 3, "classes": 4}
-
-
-def _check_targets(targets: str) -> str:
-    if targets not in TARGET_CHANNELS:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"targets must be 'regions' (WT, TC, ET; sigmoid) or 'classes' "
-                          f"(0, 1, 2, 4 one-hot; softmax), got {targets!r}")
-    return targets
-
-
 def default_cache_dir(root: str | os.PathLike) -> Path:
-    """Where the HDF5 cache of the data set at ``root`` goes by default: beside it, as
-    ``<root>-h5`` (the folder ``medimg prepare brats`` writes), so the notebooks and
-    the command line share one cache."""
+    """Where :func:`preprocess` puts the HDF5 cache of the data set at ``root`` by default:
+    beside it, as ``<root>-h5``."""
     root = Path(root)
     return root.parent / f"{root.name}-h5"
 
 
 def cached_subjects(cache_dir: str | os.PathLike) -> pd.DataFrame:
-    """The subjects of an HDF5 cache that can be trained on.
+    """The subjects of an HDF5 cache (written by :func:`preprocess`) that can be used.
 
-    Reads ``manifest.csv`` (written by :func:`preprocess`) when present, else lists
-    ``*.h5``; keeps subjects whose file exists and whose status is not an error.
+    Read from the cache's manifest: subjects whose status is ``ok`` or ``cached`` and
+    whose file exists. Temporary files an interrupted run left, failed subjects and
+    files the manifest does not know are never listed.
 
     Returns
     -------
@@ -681,749 +645,14 @@ def cached_subjects(cache_dir: str | os.PathLike) -> pd.DataFrame:
     LayoutError
         No usable cached subject.
     """
-    cache_dir = Path(cache_dir)
-    manifest = cache_dir / "manifest.csv"
-    rows = []
-    if manifest.is_file():
-        table = pd.read_csv(manifest)
-        for r in table.itertuples():
-            path = Path(str(r.path))
-            if not path.is_file():  # relative, or the cache folder was moved
-                path = cache_dir / path.name
-            if r.status != "error" and path.is_file():
-                rows.append({"subject": str(r.subject), "path": str(path)})
-    else:
-        rows = [{"subject": p.stem, "path": str(p)} for p in sorted(cache_dir.glob("*.h5"))]
-    if not rows:
+    from .cache import cached_items
+
+    table = cached_items(cache_dir)
+    if table.empty:
         raise LayoutError("no preprocessed subject (.h5) found; run medimg.datasets.brats."
-                          "preprocess (or `medimg prepare brats`) first", cache_dir)
-    return pd.DataFrame(rows).sort_values("subject", ignore_index=True)
-
-
-def split_subjects(subjects: Any, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
-                   seed: int = 0) -> dict[str, list[str]]:
-    """Split subjects into train, validation and test sets, by subject (never by patch).
-
-    Parameters
-    ----------
-    subjects : sequence of str, pandas.DataFrame or path
-        Subject names, a table with a ``subject`` column (e.g. :func:`cached_subjects`)
-        or a cache folder.
-    val_fraction, test_fraction : float
-        Shares of the subjects (rounded, at least one subject each when the fraction
-        is positive and enough subjects exist; training keeps at least one).
-    seed : int
-        Shuffling seed.
-
-    Returns
-    -------
-    dict
-        ``{"train": [...], "val": [...], "test": [...]}`` of subject names, disjoint.
-    """
-    if isinstance(subjects, str | os.PathLike):
-        subjects = cached_subjects(subjects)
-    names = list(subjects["subject"]) if isinstance(subjects, pd.DataFrame) else list(subjects)
-    names = sorted(dict.fromkeys(str(n) for n in names))
-    if len(names) < 1:
-        raise LayoutError("split_subjects: no subjects to split")
-    order = np.random.default_rng(seed).permutation(len(names))
-    shuffled = [names[i] for i in order]
-
-    def share(fraction: float) -> int:
-        return 0 if fraction <= 0 else max(1, round(fraction * len(names)))
-
-    n_test = min(share(test_fraction), max(0, len(names) - 1))
-    n_val = min(share(val_fraction), max(0, len(names) - 1 - n_test))
-    return {"test": sorted(shuffled[:n_test]),
-            "val": sorted(shuffled[n_test:n_test + n_val]),
-            "train": sorted(shuffled[n_test + n_val:])}
-
-
-def _subject_paths(subjects: Any, cache_dir: str | os.PathLike | None) -> list[Path]:
-    if isinstance(subjects, pd.DataFrame):
-        return [Path(p) for p in subjects["path"]]
-    paths = []
-    for s in subjects:
-        p = Path(s)
-        if p.suffix != ".h5":
-            if cache_dir is None:
-                raise LayoutError(f"subject {s!r} is not an .h5 path and no cache_dir was given")
-            p = Path(cache_dir) / f"{s}.h5"
-        paths.append(p)
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise LayoutError(f"cached subject file(s) not found: {', '.join(missing[:3])}"
-                          + (" ..." if len(missing) > 3 else ""))
-    return paths
-
-
-def _load_sampler(path: Path, patch_shape: tuple[int, ...], max_background: float):
-    """Read a cached subject and make its patch sampler; errors name the file."""
-    from ..errors import MedimgError
-    from ..patches import PatchSampler
-
-    image, label, _ = read_h5(path)
-    if label is None:
-        raise LayoutError("subject has no label (validation data cannot be trained on)", path)
-    try:
-        return PatchSampler(image, label, patch_shape, max_background=max_background,
-                            standardize=True, in_place=True)
-    except MedimgError as exc:
-        raise type(exc)(exc.detail, path) from None
-
-
-def targets_from_labels(label: Any, targets: str = "regions") -> Any:
-    """Training targets from cached labels {0, 1, 2, 3} (tf.Tensor or NumPy).
-
-    ``"regions"``: the BraTS regions WT, TC, ET as 3 channels (for sigmoid outputs);
-    ``"classes"``: one-hot over the 4 classes 0, 1, 2, 3 (= BraTS 4; softmax).
-
-    Returns
-    -------
-    float32, shape ``label.shape + (3,)`` or ``+ (4,)``
-    """
-    from .._backend import is_tensor, tensorflow
-    from ..metrics import brats_regions
-
-    _check_targets(targets)
-    if targets == "regions":
-        regions = brats_regions(label)
-        return regions if is_tensor(regions) else regions.astype(np.float32)
-    if is_tensor(label):
-        tf = tensorflow()
-        return tf.one_hot(tf.cast(label, tf.int32), 4, dtype=tf.float32)
-    return np.eye(4, dtype=np.float32)[np.asarray(label, dtype=np.intp)]
-
-
-def dataset(
-    subjects: Any,
-    *,
-    cache_dir: str | os.PathLike | None = None,
-    patch_shape: Sequence[int] = (64, 64, 32),
-    batch_size: int = 2,
-    patches_per_subject: int = 8,
-    max_background: float = 0.96,
-    targets: str = "regions",
-    sampling: str = "on_the_fly",
-    shuffle: bool = True,
-    seed: int = 0,
-    keep_in_memory: bool = True,
-    prefetch: bool = True,
-) -> Any:
-    """A ``tf.data`` pipeline of standardised training patches from the HDF5 cache.
-
-    Every pass (epoch) visits each subject once, in random order, and draws
-    ``patches_per_subject`` patches with at most ``max_background`` background
-    (:class:`medimg.patches.PatchSampler`: what the label allows and the subject's
-    intensity statistics are worked out once; each patch is copied once, z-scored per
-    sequence over the brain on the way, exactly as :func:`predict_volume` standardises
-    whole scans). Patches of several subjects are shuffled together, batched, turned
-    into targets in TensorFlow and prefetched.
-
-    Parameters
-    ----------
-    subjects : sequence of str or paths, or pandas.DataFrame
-        Subject names (with ``cache_dir``) or ``.h5`` paths, e.g. one split of
-        :func:`split_subjects`; or a table with a ``path`` column.
-    cache_dir : path, optional
-        The cache folder, when ``subjects`` are names.
-    patch_shape : sequence of 3 int
-        Patch size ``(x, y, z)``; each must fit in every subject's cached volume.
-    batch_size : int
-        Patches per batch (the last, incomplete batch is dropped when shuffling).
-    patches_per_subject : int
-        Patches drawn per subject per pass.
-    max_background : float
-        Largest fraction of background voxels in a patch.
-    targets : {"regions", "classes"}
-        See :func:`targets_from_labels`.
-    sampling : {"on_the_fly", "pre_extracted"}
-        ``on_the_fly``: new random patches every epoch (more variety; the default,
-        it outpaces a CPU training step by far, see ``benchmarks/bench_patches.py``).
-        ``pre_extracted``: patches drawn once, kept in memory and reshuffled each
-        epoch (the chapter's approach; the first epoch pays for the sampling).
-    shuffle : bool
-        Shuffle subjects and patches. With ``shuffle=False`` (validation) every pass
-        yields the same patches in the same order.
-    seed : int
-        Seed of the subject order and patch positions (reproducible runs).
-    keep_in_memory : bool
-        Keep each subject's volume and sampler after its first visit (fast; needs
-        the cache's size in RAM). When False, subjects are re-read every visit.
-    prefetch : bool
-        Prefetch batches (``tf.data.AUTOTUNE``).
-
-    Returns
-    -------
-    tf.data.Dataset
-        Batches ``(image (B, x, y, z, 4) float32, target (B, x, y, z, C) float32)``
-        with ``C`` 3 (regions) or 4 (classes).
-
-    Raises
-    ------
-    LayoutError
-        A subject file is missing or has no label.
-    PatchError
-        The patch does not fit a subject, or no subject has a position with enough
-        tumour (subjects without tumour are skipped with a warning).
-    ConfigError
-        Unknown ``targets`` or ``sampling``.
-    """
-    import warnings
-
-    from .._backend import tensorflow
-    from ..errors import ConfigError, PatchError
-
-    tf = tensorflow()
-    _check_targets(targets)
-    if sampling not in ("on_the_fly", "pre_extracted"):
-        raise ConfigError(f"sampling must be 'on_the_fly' or 'pre_extracted', got {sampling!r}")
-    patch = tuple(int(p) for p in patch_shape)
-    if len(patch) != 3:
-        raise ConfigError(f"patch_shape must have 3 values (x, y, z), got {patch_shape!r}")
-    paths = _subject_paths(subjects, cache_dir)
-    if not paths:
-        raise LayoutError("dataset: no subjects given")
-    samplers: dict[Path, Any] = {}
-    skipped: set[Path] = set()
-    epoch_rng = np.random.default_rng(seed)
-    n_batches = None
-
-    def sampler_for(path: Path):
-        if path in samplers:
-            return samplers[path]
-        try:
-            sampler = _load_sampler(path, patch, max_background)
-        except PatchError as exc:
-            if "larger than the volume" in str(exc):
-                raise
-            if path not in skipped:
-                warnings.warn(f"skipping {path.name}: {exc.detail}", stacklevel=2)
-                skipped.add(path)
-            return None
-        if keep_in_memory:
-            samplers[path] = sampler
-        return sampler
-
-    if keep_in_memory:
-        # load every subject now: bad subjects fail here, with their names, rather than
-        # mid-epoch, and the number of batches per epoch is known to Keras
-        for path in paths:
-            sampler_for(path)
-        per_epoch = sum(min(int(patches_per_subject), s.n_allowed) for s in samplers.values())
-        if per_epoch == 0:
-            raise PatchError(f"no subject among {len(paths)} has a {patch} patch with at most "
-                             f"{max_background:.0%} background")
-        n_batches = (per_epoch // int(batch_size) if shuffle
-                     else -(-per_epoch // int(batch_size)))
-
-    def generate():
-        rng = epoch_rng if shuffle else np.random.default_rng(seed)
-        order = rng.permutation(len(paths)) if shuffle else range(len(paths))
-        produced = 0
-        for index in order:
-            sampler = sampler_for(paths[index])
-            if sampler is None:
-                continue
-            n = min(int(patches_per_subject), sampler.n_allowed)
-            for image_patch, label_patch in sampler.iter_patches(n, rng=rng):
-                produced += 1
-                yield image_patch, label_patch
-        if produced == 0:
-            raise PatchError(f"no subject among {len(paths)} has a {patch} patch with at most "
-                             f"{max_background:.0%} background")
-
-    signature = (tf.TensorSpec((*patch, len(SEQUENCES)), tf.float32),
-                 tf.TensorSpec(patch, tf.uint8))
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    if sampling == "pre_extracted":
-        ds = ds.cache()
-    if shuffle:
-        buffer = max(2 * int(patches_per_subject), 4 * int(batch_size))
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(int(batch_size), drop_remainder=shuffle)
-
-    @tf.autograph.experimental.do_not_convert
-    def to_targets(image, label):
-        return image, targets_from_labels(label, targets)
-
-    ds = ds.map(to_targets, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if n_batches is not None:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
-    if not shuffle and sampling == "on_the_fly":
-        ds = ds.cache()  # validation: the same patches every epoch, sampled once
-    if prefetch:
-        ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds
-
-
-def build_model(*, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "regions",
-                depth: int = 3, base_filters: int = 8, batch_norm: bool = True,
-                deconvolution: bool = False, learning_rate: float = 1e-3,
-                mixed_precision: bool = False, xla: bool = False) -> Any:
-    """The chapter's 3-D U-Net for BraTS, compiled with soft-Dice loss and Dice metrics.
-
-    Four input channels (the sequences); 3 sigmoid outputs for ``targets="regions"``
-    (WT, TC, ET) or 4 softmax outputs for ``"classes"``. The spatial input size is
-    left open (fully convolutional), so the same model predicts whole scans window by
-    window at any window size divisible by ``2 ** (depth - 1)``.
-
-    Parameters
-    ----------
-    patch_shape : sequence of 3 int
-        Training patch size (checked against the depth).
-    targets : {"regions", "classes"}
-    depth, base_filters, batch_norm, deconvolution :
-        See :func:`medimg.models.unet`.
-    learning_rate : float
-        Adam's learning rate.
-    mixed_precision : bool
-        Compute in float16 (``mixed_float16``; on GPUs with tensor cores), keeping the
-        weights and the outputs in float32. Only this model is affected.
-    xla : bool
-        Compile the training step with XLA (``jit_compile``).
-
-    Returns
-    -------
-    keras.Model
-        Compiled; metrics ``dice_wt`` (regions: WT channel; classes: all tumour
-        classes pooled) and, for regions, ``dice_tc`` and ``dice_et``.
-    """
-    import keras
-
-    from ..metrics import dice_metric, soft_dice_loss
-    from ..models import unet
-
-    _check_targets(targets)
-    patch = tuple(int(p) for p in patch_shape)
-    factor = 2 ** (int(depth) - 1)
-    if len(patch) != 3 or any(p % factor for p in patch):
-        from ..errors import ConfigError
-
-        raise ConfigError(f"patch_shape {patch} must be 3 sizes divisible by 2**(depth-1) = "
-                          f"{factor}")
-    n_out = TARGET_CHANNELS[targets]
-    # layers take the dtype policy in force when they are made: set it for this model
-    # only, so other models built later in the session are not affected
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
-    try:
-        model = unet((None, None, None, len(SEQUENCES)), n_out, depth=depth,
-                     base_filters=base_filters, batch_norm=batch_norm,
-                     deconvolution=deconvolution,
-                     final_activation="sigmoid" if targets == "regions" else "softmax",
-                     name="brats_unet3d")
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-    if targets == "regions":
-        metrics = [dice_metric("dice_wt", class_index=0), dice_metric("dice_tc", class_index=1),
-                   dice_metric("dice_et", class_index=2)]
-    else:
-        metrics = [_classes_whole_tumour_dice()]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=soft_dice_loss,
-                  metrics=metrics, jit_compile=bool(xla))
-    return model
-
-
-def _classes_whole_tumour_dice():
-    """Whole-tumour Dice for one-hot class targets: tumour = not class 0."""
-    from ..metrics import _keras_dice_metric_class
-
-    base = _keras_dice_metric_class()
-
-    class WholeTumourDice(base):
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            from keras import ops
-
-            super().update_state(1.0 - y_true[..., :1], 1.0 - ops.cast(y_pred[..., :1],
-                                                                        "float32"))
-
-    return WholeTumourDice(name="dice_wt")
-
-
-def load_model(path: str | os.PathLike, *, targets: str | None = None) -> Any:
-    """Load a saved model (``.keras``) for prediction, checking its output channels.
-
-    Parameters
-    ----------
-    path : path
-        A model saved with ``model.save("x.keras")``.
-    targets : {"regions", "classes"}, optional
-        What the config expects; the model's output channels must match.
-
-    Raises
-    ------
-    DecodeError
-        The file is missing or not a Keras model.
-    ConfigError
-        The model's output channels do not match ``targets``.
-    """
-    import keras
-
-    from ..errors import DecodeError
-    from ..metrics import custom_objects
-
-    path = Path(path)
-    if not path.is_file():
-        raise DecodeError("no such model file", path)
-    try:
-        model = keras.models.load_model(path, compile=False, custom_objects=custom_objects())
-    except Exception as exc:
-        raise DecodeError(f"cannot load as a Keras model ({type(exc).__name__}: {exc})",
-                          path) from exc
-    if targets is not None:
-        check_model(model, targets, where=path)
-    return model
-
-
-def check_model(model: Any, targets: str, *, where: Any = None) -> None:
-    """Raise a clear error when ``model`` does not fit the BraTS data and ``targets``.
-
-    Raises
-    ------
-    ConfigError
-        Input channels other than 4, or output channels other than 3 (regions) / 4
-        (classes).
-    """
-    from ..errors import ConfigError
-
-    _check_targets(targets)
-    expected = TARGET_CHANNELS[targets]
-    outputs = model.output_shape[-1]
-    inputs = model.input_shape[-1]
-    name = where if where is not None else getattr(model, "name", "model")
-    if inputs != len(SEQUENCES):
-        raise ConfigError(f"model takes {inputs} input channels, expected {len(SEQUENCES)} "
-                          f"(the sequences {', '.join(SEQUENCES)})", name)
-    if outputs != expected:
-        raise ConfigError(
-            f"model outputs {outputs} channels but targets={targets!r} needs {expected} "
-            f"({'WT, TC, ET' if targets == 'regions' else 'classes 0, 1, 2, 4'}); set "
-            f"targets in configs/brats.yaml to what the model was trained for", name)
-
-
-def probabilities_to_labels(probabilities: np.ndarray, targets: str = "regions", *,
-                            threshold: float = 0.5) -> np.ndarray:
-    """Label map (cache codes {0, 1, 2, 3}, 3 = BraTS 4) from model outputs.
-
-    ``"regions"``: nested thresholding, so the regions stay nested as BraTS defines
-    them: oedema (2) where WT, core (1) where also TC, enhancing (3) where also ET.
-    ``"classes"``: the most probable class.
-
-    Parameters
-    ----------
-    probabilities : numpy.ndarray, shape (x, y, z, 3 or 4)
-    targets : {"regions", "classes"}
-    threshold : float
-        For regions.
-
-    Returns
-    -------
-    numpy.ndarray, uint8, shape (x, y, z)
-    """
-    from ..errors import InvalidImageError
-
-    _check_targets(targets)
-    probabilities = np.asarray(probabilities)
-    if probabilities.shape[-1] != TARGET_CHANNELS[targets]:
-        raise InvalidImageError(f"probabilities have {probabilities.shape[-1]} channels, "
-                                f"targets={targets!r} needs {TARGET_CHANNELS[targets]}")
-    if targets == "classes":
-        return np.argmax(probabilities, axis=-1).astype(np.uint8)
-    wt = probabilities[..., 0] > threshold
-    tc = wt & (probabilities[..., 1] > threshold)
-    et = tc & (probabilities[..., 2] > threshold)
-    label = np.zeros(probabilities.shape[:-1], np.uint8)
-    label[wt] = 2
-    label[tc] = 1
-    label[et] = 3
-    return label
-
-
-def standardize_volume(image: np.ndarray) -> np.ndarray:
-    """Z-score each sequence over the brain (first channel non-zero), float32: the same
-    statistics the training patches use (:func:`medimg.patches.channel_statistics`)."""
-    from ..patches import channel_statistics
-
-    mean, std = channel_statistics(image, "nonzero")
-    out = np.asarray(image, dtype=np.float32) - mean
-    out /= std
-    return out
-
-
-def predict_volume(model: Any, image: np.ndarray, *, patch_shape: Sequence[int] = (64, 64, 32),
-                   targets: str = "regions", overlap: float = 0.5, batch_size: int = 2,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Predict one preprocessed (cached) volume with a sliding window.
-
-    Parameters
-    ----------
-    model : keras.Model or callable
-        Trained model (4 input channels).
-    image : numpy.ndarray, shape (x, y, z, 4)
-        The cached image (not standardised; this function standardises it exactly as
-        the training patches were).
-    patch_shape : sequence of 3 int
-        Window size (the training patch size works; the model is fully convolutional).
-    targets : {"regions", "classes"}
-    overlap, batch_size, progress :
-        See :func:`medimg.patches.sliding_window_predict` (Gaussian blending).
-
-    Returns
-    -------
-    labels : numpy.ndarray, uint8, shape (x, y, z)
-        Cache codes {0, 1, 2, 3}.
-    probabilities : numpy.ndarray, float32, shape (x, y, z, 3 or 4)
-    """
-    from ..patches import sliding_window_predict
-
-    if hasattr(model, "output_shape"):
-        check_model(model, targets)
-    probabilities = sliding_window_predict(model, standardize_volume(image), patch_shape,
-                                           overlap=overlap, batch_size=batch_size,
-                                           blend="gaussian", progress=progress)
-    return probabilities_to_labels(probabilities, targets), probabilities
-
-
-def evaluate(model: Any, subjects: Any, *, cache_dir: str | os.PathLike | None = None,
-             patch_shape: Sequence[int] = (64, 64, 32), targets: str = "regions",
-             overlap: float = 0.5, batch_size: int = 2, hausdorff: bool = True,
-             progress: bool = True) -> pd.DataFrame:
-    """Whole-scan Dice (and Hausdorff 95) per BraTS region for held-out subjects.
-
-    Each cached subject is predicted with :func:`predict_volume` and compared with its
-    label on the cached grid (outside the crop box both are background, so the scores
-    equal those on the original grid). A region absent from truth and prediction
-    scores Dice 1.0 and HD95 0 (BraTS convention); absent from only one, HD95 is inf.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per subject: ``subject, dice_wt, dice_tc, dice_et`` (and ``hd95_wt``,
-        ``hd95_tc``, ``hd95_et`` in mm), ``seconds`` (prediction time).
-    """
-    import time as _time
-
-    from tqdm.auto import tqdm
-
-    from ..metrics import brats_regions, hausdorff95, region_dice
-
-    rows = []
-    for path in tqdm(_subject_paths(subjects, cache_dir), desc="evaluate", unit="subject",
-                     disable=not progress):
-        image, label, attrs = read_h5(path)
-        if label is None:
-            raise LayoutError("subject has no label to evaluate against", path)
-        start = _time.perf_counter()
-        predicted, _ = predict_volume(model, image, patch_shape=patch_shape, targets=targets,
-                                      overlap=overlap, batch_size=batch_size)
-        row = {"subject": attrs.get("subject", path.stem),
-               "seconds": _time.perf_counter() - start}
-        row.update({f"dice_{k.lower()}": v for k, v in region_dice(predicted, label).items()})
-        if hausdorff:
-            spacing = tuple(float(s) for s in attrs.get("spacing", (1.0, 1.0, 1.0)))
-            truth_regions, predicted_regions = brats_regions(label), brats_regions(predicted)
-            for i, name in enumerate(("wt", "tc", "et")):
-                row[f"hd95_{name}"] = hausdorff95(predicted_regions[..., i],
-                                                  truth_regions[..., i], spacing)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def predict_subject(model: Any, subject: str | os.PathLike, out: str | os.PathLike | None = None,
-                    *, patch_shape: Sequence[int] = (64, 64, 32), targets: str = "regions",
-                    overlap: float = 0.5, batch_size: int = 2, n4: bool = True,
-                    preprocess_options: Mapping[str, Any] | None = None,
-                    source_orientation: bool = True, progress: bool = True) -> Any:
-    """Segment one whole scan and (optionally) write it as NIfTI on the original grid.
-
-    ``subject`` is a BraTS subject folder (its four NIfTI sequences; preprocessed
-    like the training data: N4, cropped to the informative slices) or a cached
-    ``.h5`` file. The predicted label map is mapped back to the BraTS values
-    {0, 1, 2, 4}, pasted into the original grid (e.g. 240x240x155) and carries the
-    original affine, so it overlays the input in ITK-SNAP or 3D Slicer.
-
-    Parameters
-    ----------
-    model : keras.Model or path
-        A trained model or a ``.keras`` file (see :func:`load_model`).
-    subject : path
-        Subject folder or ``.h5`` file.
-    out : path, optional
-        ``.nii.gz`` / ``.nii`` to write (atomically).
-    patch_shape, targets, overlap, batch_size :
-        See :func:`predict_volume`.
-    n4 : bool
-        N4-correct a raw subject (as the cache was made); ignored for ``.h5``.
-    preprocess_options : mapping, optional
-        Further :func:`preprocess` settings for a raw subject (``shrink``,
-        ``iterations``; e.g. the config's ``preprocess`` section), so it is prepared
-        exactly like the training cache.
-    source_orientation : bool
-        Return (and write) the labels in the voxel order of the subject's files on
-        disk (e.g. BraTS' LPS), so the array matches the source segmentation voxel for
-        voxel and the affine equals the source's; otherwise closest canonical RAS+ (the
-        same positions in space either way).
-    progress : bool
-        Progress bar over the windows.
-
-    Returns
-    -------
-    medimg.io.Volume
-        uint8 labels {0, 1, 2, 4} on the original grid with the original affine (in
-        the files' own orientation with ``source_orientation``).
-
-    Raises
-    ------
-    LayoutError, DecodeError, InvalidImageError
-        The subject cannot be read (message names the subject and file).
-    ConfigError
-        The model's output channels do not match ``targets``.
-    """
-    import tempfile
-
-    from ..errors import MedimgError
-    from ..io.volume import write_nifti
-
-    if isinstance(model, str | os.PathLike):
-        model = load_model(model, targets=targets)
-    else:
-        check_model(model, targets)
-    subject = Path(subject)
-    if subject.suffix == ".h5":
-        image, _, attrs = read_h5(subject)
-    elif subject.is_dir():
-        try:
-            table = find_subjects(subject.parent)
-            rows = table[table["subject"] == subject.name]
-        except LayoutError:
-            rows = pd.DataFrame()
-        if rows.empty:
-            raise LayoutError("not a BraTS subject folder (no <subject>_<sequence>.nii[.gz] "
-                              "files found)", subject)
-        if rows.iloc[0]["problem"]:
-            raise LayoutError(rows.iloc[0]["problem"], subject)
-        with tempfile.TemporaryDirectory(prefix="medimg-predict-") as tmp:
-            options = {k: v for k, v in dict(preprocess_options or {}).items()
-                       if k not in ("n4", "n_jobs", "progress", "overwrite")}
-            manifest = preprocess(rows, tmp, n_jobs=1, n4=n4, progress=False, **options)
-            record = manifest.iloc[0]
-            if record["status"] == "error":
-                raise MedimgError(f"preprocessing failed: {record['error']}", subject)
-            image, _, attrs = read_h5(record["path"])
-    else:
-        raise LayoutError("expected a subject folder or a cached .h5 file", subject)
-    labels, _ = predict_volume(model, image, patch_shape=patch_shape, targets=targets,
-                               overlap=overlap, batch_size=batch_size, progress=progress)
-    volume = uncrop(labels, attrs, brats_labels=True)
-    if source_orientation and attrs.get("source_axcodes"):
-        volume = _reorient(volume, str(attrs["source_axcodes"]))
-    volume.meta["source"] = str(subject)
-    if out is not None:
-        write_nifti(volume, out, dtype=np.uint8)
-    return volume
-
-
-def train_from_config(cfg: Any, *, root: str | os.PathLike | None = None,
-                      epochs: int | None = None, out_dir: str | os.PathLike | None = None,
-                      verbose: int | str = 2) -> dict[str, Any]:
-    """The whole chapter from a terminal: preprocess, split, train, evaluate, save.
-
-    What notebook 04 does step by step, with the settings of a ``brats`` config:
-    the HDF5 cache (:func:`preprocess`, resumable) beside the data set
-    (:func:`default_cache_dir`), a split by subject, on-the-fly patches, the 3-D
-    U-Net trained with early stopping on the validation whole-tumour Dice, whole-scan
-    Dice and HD95 per region on the held-out subjects, the model saved as ``.keras``.
-
-    Parameters
-    ----------
-    cfg : Config
-        ``load_config("brats", profile)``.
-    root : path, optional
-        The data set (default: the config's data root, else synthetic data).
-    epochs : int, optional
-        Override the config's ``epochs``.
-    out_dir : path, optional
-        Model, run logs (default: the config's ``output_dir/<profile>``).
-    verbose :
-        Keras ``fit`` verbosity.
-
-    Returns
-    -------
-    dict
-        ``model_path``, ``history`` (DataFrame), ``scores`` (DataFrame per test
-        subject), ``dice_wt``/``dice_tc``/``dice_et`` (means), ``split``,
-        ``train_seconds``.
-    """
-    import time as _time
-
-    from .. import training
-    from ..synthetic import ensure_data
-
-    root = Path(root) if root else ensure_data(cfg)
-    out_dir = Path(out_dir) if out_dir else cfg.repo_root / cfg.output_dir / cfg.profile
-    settings = config_arguments(cfg)
-    cache_dir = default_cache_dir(root)
-    manifest = preprocess(root, cache_dir, n_jobs=cfg.n_jobs, **cfg.preprocess.to_dict())
-    failed = manifest[manifest["status"] == "error"]
-    for row in failed.itertuples():
-        print(f"[medimg] skipped {row.subject}: {row.error}")
-    subjects = cached_subjects(cache_dir)
-    split = split_subjects(subjects, val_fraction=cfg.val_fraction,
-                           test_fraction=cfg.test_fraction, seed=cfg.seed)
-    train_ds = dataset(split["train"], cache_dir=cache_dir, seed=cfg.seed, **settings["data"])
-    val_ds = (dataset(split["val"], cache_dir=cache_dir, shuffle=False, seed=cfg.seed,
-                      **settings["data"]) if split["val"] else None)
-    model = build_model(**settings["model"])
-    start = _time.perf_counter()
-    history = training.train(model, train_ds, val_ds, epochs=int(epochs or cfg.epochs),
-                             monitor="val_dice_wt", patience=cfg.patience,
-                             run_dir=out_dir / "run", tensorboard=False, seed=cfg.seed,
-                             verbose=verbose)
-    train_seconds = _time.perf_counter() - start
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "brats_unet3d.keras"
-    model.save(model_path)
-    scores = (evaluate(model, split["test"], cache_dir=cache_dir, **settings["predict"])
-              if split["test"] else pd.DataFrame())
-    means = {f"dice_{r}": (float(scores[f"dice_{r}"].mean()) if len(scores) else None)
-             for r in ("wt", "tc", "et")}
-    return {"model_path": model_path, "history": history, "scores": scores, "split": split,
-            "train_seconds": train_seconds, "cache_dir": cache_dir, **means}
-
-
-def _reorient(volume: Any, axcodes: str) -> Any:
-    """The same voxels in another axis order (flips and permutations only)."""
-    import nibabel as nib
-
-    from ..io.volume import Volume
-
-    current = nib.orientations.io_orientation(volume.affine)
-    target = nib.orientations.axcodes2ornt(tuple(axcodes))
-    transform = nib.orientations.ornt_transform(current, target)
-    array = nib.orientations.apply_orientation(volume.array, transform)
-    affine = volume.affine @ nib.orientations.inv_ornt_aff(transform, volume.array.shape[:3])
-    return Volume(np.ascontiguousarray(array), affine, dict(volume.meta))
-
-
-def config_arguments(cfg: Any) -> dict[str, dict[str, Any]]:
-    """Keyword arguments for :func:`dataset`, :func:`build_model` and the prediction
-    functions, read from a ``brats`` config (``configs/brats.yaml``)."""
-    patch = tuple(int(p) for p in cfg.patch_shape)
-    return {
-        "data": {"patch_shape": patch, "batch_size": int(cfg.batch_size),
-                 "patches_per_subject": int(cfg.patches_per_subject),
-                 "max_background": float(cfg.max_background), "targets": cfg.targets,
-                 "sampling": cfg.sampling},
-        "model": {"patch_shape": patch, "targets": cfg.targets, "depth": int(cfg.depth),
-                  "base_filters": int(cfg.base_filters), "batch_norm": bool(cfg.batch_norm),
-                  "deconvolution": bool(cfg.deconvolution),
-                  "learning_rate": float(cfg.learning_rate),
-                  "mixed_precision": bool(cfg.mixed_precision), "xla": bool(cfg.xla)},
-        "predict": {"patch_shape": tuple(int(p) for p in cfg.window_shape) or patch,
-                    "targets": cfg.targets, "overlap": float(cfg.overlap),
-                    "batch_size": int(cfg.predict_batch_size)},
-    }
+                          "preprocess first", cache_dir)
+    return (table.rename(columns={"item": "subject"})[["subject", "path"]]
+            .sort_values("subject", ignore_index=True))
 
 
 # =======================================================================================

@@ -243,7 +243,9 @@ def build(
     items : sequence of mappings
         Each with ``item`` (a unique name, e.g. the case), ``target`` (the file the
         work writes, inside ``folder``) and ``sources`` (paths its content comes
-        from); anything else is passed on to ``work``.
+        from), optionally ``settings`` (a mapping: when the folder is not keyed on the
+        settings, they key each item instead, so a change redoes it); anything else is
+        passed on to ``work``.
     work : callable
         A picklable function of one item that writes ``item["target"]`` atomically
         and returns a mapping of extra manifest columns (or None). It may raise: the
@@ -283,6 +285,8 @@ def build(
             if name in records:
                 raise LayoutError(f"two items are named {name!r}", folder)
             stamp = source_stamp(item.get("sources") or [])
+            if item.get("settings") is not None:  # per-item settings key the item too
+                stamp = f"{stamp}-{settings_key(item['settings'])}"
             target = Path(item["target"])
             record = {"item": name, "status": None, "path": str(target), "source": stamp,
                       "seconds": float("nan"), "error": None}
