@@ -46,22 +46,42 @@ def test_layouts_of_both_releases(tree):
 
 
 def test_hounsfield_tissues_and_labels(tree):
+    any_air = False
     for ct_path in _cts(tree):
         ct = np.asarray(nib.load(ct_path).dataobj)
         assert ct.dtype == np.int16
         assert ct.min() >= -1024
-        # air, fat, soft tissue, cancellous and cortical bone all present
-        for low, high in ((-1024, -900), (-160, -40), (0, 90), (150, 320), (900, 1300)):
+        # fat, soft tissue and bone in every scan; air (lung, gas, outside) where in view
+        for low, high in ((-160, -40), (0, 90), (250, 3000)):
             assert np.count_nonzero((ct >= low) & (ct <= high)) > 50, (ct_path.name, low)
+        any_air |= np.count_nonzero(ct <= -800) > 50
         mask_path = _mask_of(ct_path)
         if not mask_path.exists():
             continue
         mask = np.asarray(nib.load(mask_path).dataobj)
         labels = set(np.unique(mask).tolist()) - {0}
         assert labels and labels <= set(range(1, 26)) | {28}
-        # bone lies inside the vertebrae: most voxels above 600 HU are labelled
-        bone = ct > 600
-        assert np.count_nonzero(bone & (mask > 0)) > 0.8 * np.count_nonzero(bone)
+        # the labelled vertebrae are the bone: far denser than the rest on average
+        spine = mask > 0
+        assert np.median(ct[spine]) > np.median(ct[~spine & (ct > -200)]) + 80
+    assert any_air
+
+
+def test_a_hu_threshold_does_not_segment_the_spine(tree):
+    """Osteoporotic cores, contrast-filled vessels, ribs and plaques overlap the vertebrae's
+    HU range: no single threshold gives a good segmentation (the old box phantoms gave
+    Dice 0.999 at 150 HU)."""
+    from medimg.metrics import dice
+
+    best = []
+    for ct_path in _cts(tree):
+        mask_path = _mask_of(ct_path)
+        if not mask_path.exists():
+            continue
+        ct = np.asarray(nib.load(ct_path).dataobj)
+        spine = np.asarray(nib.load(mask_path).dataobj) > 0
+        best.append(max(float(dice(spine, ct > t)) for t in range(50, 701, 25)))
+    assert np.mean(best) < 0.9, best
 
 
 def test_spacings_and_orientations_differ(tree):
