@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
-__all__ = ["two_input_classifier", "unet"]
+__all__ = ["grad_cam", "two_input_classifier", "unet"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -254,3 +254,125 @@ def two_input_classifier(
             metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
         )
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# Grad-CAM (issue 13): where a classifier looked, for the figures of notebook 03.
+# ---------------------------------------------------------------------------------------
+
+#: Layers skipped when choosing Grad-CAM's layer: they only subsample or drop feature
+#: maps, so the last convolution's activation before them is the better-resolved map.
+_CAM_SKIPPED = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D", "InputLayer",
+                "GaussianNoise", "GaussianDropout")
+
+
+def _grad_cam_layer(model, layer_name):
+    if layer_name is not None:
+        try:
+            return model.get_layer(layer_name)
+        except ValueError as error:
+            raise ConfigError(f"grad_cam: model {model.name!r} has no layer {layer_name!r}") \
+                from error
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None)
+        shape = getattr(shape, "shape", None)
+        if shape is not None and len(shape) == 4 and type(layer).__name__ not in _CAM_SKIPPED:
+            return layer
+    raise ConfigError(f"grad_cam: model {model.name!r} has no layer with a 4-D (N, H, W, C) "
+                      "output to explain; pass layer_name")
+
+
+def grad_cam(model, inputs, layer_name=None, *, class_index=0):
+    """Grad-CAM heat maps (Selvaraju et al., 2017) of a Keras classifier.
+
+    The gradient of the class score with respect to a convolutional layer's feature
+    maps, averaged over space, weights those maps; the weighted sum, through a ReLU,
+    is the heat map: where evidence *for* the class lies. The score is taken before
+    a final sigmoid or softmax (the logit), so saturated probabilities do not make the
+    gradients vanish. Works with the two-input classifier (image and features) and
+    with single-input CNNs; TensorFlow backend.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A functional (or built Sequential) model whose first 4-D input is the image.
+    inputs : array-like, tuple/list of array-like, or dict
+        What the model takes: the image batch ``(N, H, W, C)`` for a single-input
+        model; ``(image, features)`` or ``{"image": ..., "features": ...}`` for the
+        two-input classifier.
+    layer_name : str, optional
+        Layer whose feature maps are weighted; default the last layer with a 4-D output
+        that is not a pooling or dropout layer (the last convolution block's activation).
+    class_index : int
+        Output unit explained (0 for the one sigmoid unit: evidence for the positive
+        class).
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (N, H, W)
+        Heat maps resized (bilinear) to the image input's height and width, each
+        divided by its maximum so it lies in [0, 1] (all zeros when no location
+        supports the class).
+
+    Raises
+    ------
+    ConfigError
+        Unknown layer, no 4-D layer or image input, or ``class_index`` out of range.
+
+    Examples
+    --------
+    >>> model = two_input_classifier((64, 64, 1), 3)          # doctest: +SKIP
+    >>> maps = grad_cam(model, (images, features))           # doctest: +SKIP
+    >>> maps.shape                                            # doctest: +SKIP
+    (8, 64, 64)
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    layer = _grad_cam_layer(model, layer_name)
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    pre_activation = (isinstance(last, keras.layers.Dense | keras.layers.Activation)
+                      and getattr(activation, "__name__", "") in ("sigmoid", "softmax"))
+    score_tensor = last.input if pre_activation else model.outputs[0]
+    explainer = keras.Model(model.inputs, [layer.output, score_tensor])
+
+    def as_tensor(x):
+        return tf.convert_to_tensor(np.asarray(x.numpy() if hasattr(x, "numpy") else x),
+                                    dtype=tf.float32)
+
+    if isinstance(inputs, dict):
+        feed = {key: as_tensor(value) for key, value in inputs.items()}
+        candidates = [feed[t.name] if t.name in feed else None for t in model.inputs]
+        candidates = [c for c in candidates if c is not None] or list(feed.values())
+    elif isinstance(inputs, list | tuple):
+        feed = [as_tensor(value) for value in inputs]
+        candidates = feed
+    else:
+        feed = [as_tensor(inputs)]
+        candidates = feed
+    image = next((c for c in candidates if len(c.shape) == 4), None)
+    if image is None:
+        raise ConfigError("grad_cam: no 4-D (N, H, W, C) image among the inputs")
+    with tf.GradientTape() as tape:
+        features, score = explainer(feed, training=False)
+        score = tf.cast(score, tf.float32)
+        if pre_activation and isinstance(last, keras.layers.Dense):
+            score = tf.matmul(score, tf.cast(last.kernel, tf.float32))
+            if last.bias is not None:
+                score = score + tf.cast(last.bias, tf.float32)
+        score = tf.reshape(score, (tf.shape(score)[0], -1))
+        if not 0 <= int(class_index) < int(score.shape[-1]):
+            raise ConfigError(f"grad_cam: class_index {class_index} is outside the model's "
+                              f"{int(score.shape[-1])} outputs")
+        target = score[:, int(class_index)]
+    gradients = tf.cast(tape.gradient(target, features), tf.float32)
+    features = tf.cast(features, tf.float32)
+    weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+    cam = tf.image.resize(cam[..., None], tuple(int(s) for s in image.shape[1:3]),
+                          method="bilinear")[..., 0]
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    cam = tf.where(peak > 0, cam / tf.where(peak > 0, peak, 1.0), 0.0)
+    return cam.numpy().astype(np.float32)
