@@ -105,7 +105,8 @@ def _voi_parameters(ds: Any, index: int) -> dict[str, Any]:
     return {"kind": function, "center": c, "width": w}
 
 
-def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: bool = True) -> Any:
+def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: bool = True,
+                 frame: int | None = None) -> Any:
     """Apply the file's own VOI (window or VOI LUT), as the DICOM standard defines it.
 
     Implements PS3.3 C.11.2: a VOI LUT Sequence item when present (pydicom's
@@ -114,6 +115,7 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
     or ``SIGMOID``. Multi-valued windows (e.g. a CT's soft-tissue and bone
     presets) are chosen with ``index``. The output is scaled to ``[0, 1]``:
     it equals pydicom's ``apply_voi_lut`` divided by its output range.
+    Enhanced multi-frame files use each frame's Frame VOI LUT (functional groups).
 
     Parameters
     ----------
@@ -128,6 +130,11 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
         For MONOCHROME1 files, ``image`` was inverted by ``dicom_pixels`` (the
         default there); it is mirrored back before the VOI is applied and the
         result is inverted again, so that 1 is always the densest (white).
+    frame : int, optional
+        Enhanced multi-frame files: the (0-based) frame ``image`` is, so its own
+        window applies. Not needed when ``image`` holds every frame
+        (``(frames, rows, cols)``, each frame gets its own window) or when all
+        frames share one window.
 
     Returns
     -------
@@ -137,8 +144,9 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
     Raises
     ------
     InvalidImageError
-        The file has no VOI, ``index`` is out of range, or the width is invalid
-        for the VOI LUT Function.
+        A colour image (VOI windowing is for MONOCHROME1/2, as in pydicom), no
+        VOI, ``index`` or ``frame`` out of range, frames with different windows
+        and no ``frame``, or a width invalid for the VOI LUT Function.
 
     Examples
     --------
@@ -146,6 +154,14 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
     >>> ds = dcmread(get_testdata_file("MR_small.dcm"))           # doctest: +SKIP
     >>> shown = dicom_window(ds, medimg.io.dicom_pixels(ds))      # doctest: +SKIP
     """
+    from .io.dicom import _voi_datasets
+
+    views = _voi_datasets(ds, image, frame)  # colour refused; enhanced: the frames' own VOI
+    if len(views) > 1:  # every frame of an enhanced file, each with its own window
+        frames = [dicom_window(v, image[i], index, monochrome1_inverted=monochrome1_inverted)
+                  for i, v in enumerate(views)]
+        return tensorflow().stack(frames) if is_tensor(image) else np.stack(frames)
+    ds = views[0]
     voi = _voi_parameters(ds, index)
     monochrome1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
     mirror = None
