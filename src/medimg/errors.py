@@ -19,6 +19,7 @@ __all__ = [
     "MedimgError",
     "NotebookError",
     "PatchError",
+    "PrivacyError",
 ]
 
 
@@ -60,6 +61,12 @@ class LayoutError(MedimgError):
 class PatchError(MedimgError, ValueError):
     """Patches cannot be drawn as asked (patch larger than the volume, no position
     satisfies the foreground threshold)."""
+
+
+class PrivacyError(MedimgError, ValueError):
+    """A request would put identifying data (a patient's name, birth date, IDs, private
+    attributes ...) into a table or an output; the message says which attribute and
+    the explicit opt-in that allows it."""
 
 
 class NotebookError(MedimgError):

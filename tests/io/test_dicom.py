@@ -1,5 +1,7 @@
 """medimg.io DICOM: pixels (every syntax, Modality LUT, MONOCHROME1, multi-frame), bad input,
-series -> Volume geometry (LPS -> RAS+), and the metadata table."""
+series -> Volume geometry (LPS -> RAS+), and the metadata table; issue 11: enhanced
+multi-frame files (per-frame rescale, window, geometry), 4-D series, damaged slices,
+truncation anywhere, pixel-data length, privacy by tag."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels.processing import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medimg.errors import DecodeError, InvalidImageError
+from medimg.errors import ConfigError, DecodeError, InvalidImageError, PrivacyError
+from medimg.intensity import dicom_window
 from medimg.io import (
     LPS_TO_RAS,
     dicom_metadata,
@@ -26,6 +29,7 @@ from medimg.io import (
     opaque_ids,
     parse_age,
     read_dicom,
+    read_enhanced,
     read_nifti,
     read_series,
     write_nifti,
@@ -466,3 +470,444 @@ def test_header_table_masks_identifying_values(tmp_path):
     assert values["PixelData"].endswith("bytes>")
     chosen = header_table(pydicom.dcmread(path), ["Modality", "PatientAge"])
     assert chosen.keyword.tolist() == ["Modality", "PatientAge"]
+
+
+# ------------------------------------------------------------ enhanced multi-frame (issue 11)
+def _item(**attributes):
+    item = Dataset()
+    for keyword, value in attributes.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _write_enhanced(path: Path, *, n_positions=4, echoes=(1,), rows=6, cols=5, step=3.0,
+                    pixel_spacing=(0.9, 0.7), orientation="oblique", origin=(12.0, -30.0, 44.0),
+                    seed=0, shuffle=True, window_per_frame=True, shared_rescale=None):
+    """An Enhanced MR file written from the definition (PS3.3 C.7.6.16): orientation and
+    pixel measures shared, position, Pixel Value Transformation (Philips-like per-frame
+    slopes), Frame VOI LUT and MR Echo per frame, frames stored in shuffled order.
+    Returns (path, expected) with expected[(position, echo)] = (values, position_lps,
+    (center, width))."""
+    rng = np.random.default_rng(seed)
+    row_cos, col_cos = _orientation(orientation)
+    normal = np.cross(row_cos, col_cos)
+    frames = [(k, e) for k in range(n_positions) for e in echoes]
+    if shuffle:
+        frames = [frames[i] for i in rng.permutation(len(frames))]
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    shared = _item(
+        PlaneOrientationSequence=[_item(ImageOrientationPatient=[
+            f"{v:.8f}" for v in (*row_cos, *col_cos)])],
+        PixelMeasuresSequence=[_item(PixelSpacing=[str(pixel_spacing[0]), str(pixel_spacing[1])],
+                                     SliceThickness="1.5")])
+    if shared_rescale is not None:
+        shared.PixelValueTransformationSequence = [_item(
+            RescaleSlope=str(shared_rescale[0]), RescaleIntercept=str(shared_rescale[1]),
+            RescaleType="US")]
+    if not window_per_frame:
+        shared.FrameVOILUTSequence = [_item(WindowCenter="300", WindowWidth="600")]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    per_frame, stored_frames, expected = [], [], {}
+    for k, echo in frames:
+        position = np.asarray(origin) + k * step * normal
+        slope = round(float(rng.uniform(1.5, 4.5)), 4)  # like Philips' 4.26 / 2.39 / 1.86
+        intercept = round(float(rng.uniform(-20, 20)), 3)
+        center, width = float(rng.integers(200, 2000)), float(rng.integers(300, 3000))
+        stored = rng.integers(0, 4096, size=(rows, cols)).astype(np.uint16)
+        item = _item(
+            PlanePositionSequence=[_item(ImagePositionPatient=[f"{v:.6f}" for v in position])],
+            FrameContentSequence=[_item(InStackPositionNumber=k + 1)],
+            MREchoSequence=[_item(EffectiveEchoTime=10.0 * echo)])
+        if shared_rescale is None:
+            item.PixelValueTransformationSequence = [_item(
+                RescaleSlope=str(slope), RescaleIntercept=str(intercept), RescaleType="US")]
+        else:
+            slope, intercept = shared_rescale
+        if window_per_frame:
+            item.FrameVOILUTSequence = [_item(WindowCenter=str(center), WindowWidth=str(width))]
+        else:
+            center, width = 300.0, 600.0
+        per_frame.append(item)
+        stored_frames.append(stored)
+        values = stored.astype(np.float64) * float(str(slope)) + float(str(intercept))
+        expected[(k, echo)] = (values, position, (center, width))
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds.PixelData = np.stack(stored_frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path, frames, expected
+
+
+def _linear_window(values, center, width):
+    """PS3.3 C.11.2.1.2.1 LINEAR, scaled to [0, 1]."""
+    return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0)
+
+
+def test_enhanced_pixels_apply_each_frames_rescale(tmp_path):
+    path, frames, expected = _write_enhanced(tmp_path / "emr.dcm", n_positions=5)
+    got = dicom_pixels(path)
+    assert got.shape == (5, 6, 5) and got.dtype == np.float32
+    for f, key in enumerate(frames):
+        np.testing.assert_allclose(got[f], expected[key][0], rtol=1e-6, atol=1e-3)
+    raw = dicom_pixels(path, modality_lut=False)
+    assert raw.max() <= 4095 and not np.allclose(raw, got)
+
+
+def test_enhanced_shared_rescale_applies_to_every_frame(tmp_path):
+    path, frames, expected = _write_enhanced(tmp_path / "ct.dcm", shared_rescale=(1.0, -1024.0))
+    got = dicom_pixels(path)
+    for f, key in enumerate(frames):
+        np.testing.assert_allclose(got[f], expected[key][0])
+    assert got.min() < 0  # Hounsfield-like, not stored values
+
+
+def test_enhanced_ct_supplemental_is_in_hounsfield_units():
+    path = get_testdata_file("eCT_Supplemental.dcm", download=False)  # pydicom-data (dev dep)
+    assert path is not None, "pydicom-data is a dev dependency: pip install -e .[dev]"
+    ds = pydicom.dcmread(path)
+    hu = dicom_pixels(ds)
+    pvt = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
+    np.testing.assert_array_equal(
+        hu, ds.pixel_array * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept))
+    assert (hu.min(), hu.max()) == (-1024.0, 172.0)  # stored values are 0..1196
+    # the volume: frames sorted along the normal, spacing from Pixel Measures and positions
+    volume = read_enhanced(path, canonical=False)
+    assert volume.shape == (512, 512, 2)
+    assert volume.spacing == pytest.approx((0.388672, 0.388672, 10.0))
+    for f in range(2):
+        position = [float(v) for v in
+                    ds.PerFrameFunctionalGroupsSequence[f].PlanePositionSequence[0]
+                    .ImagePositionPatient]
+        ras = (LPS_TO_RAS @ np.append(position, 1.0))[:3]
+        index = np.linalg.inv(volume.affine) @ np.append(ras, 1.0)
+        np.testing.assert_allclose(index[:3], [0, 0, index[2]], atol=1e-6)
+        np.testing.assert_array_equal(volume.array[:, :, round(index[2])], hu[f].T)
+    # the per-frame VOI: one shared window here, applied to both frames
+    window = dicom_window(ds, hu)
+    voi = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+    np.testing.assert_allclose(
+        window, _linear_window(hu.astype(np.float64), float(voi.WindowCenter),
+                               float(voi.WindowWidth)), atol=1e-6)
+
+
+@pytest.mark.parametrize("orientation", ["axial", "sagittal", "oblique"])
+def test_read_enhanced_geometry_matches_every_frame(tmp_path, orientation):
+    spacing = (0.9, 0.7)
+    path, _, expected = _write_enhanced(tmp_path / "emr.dcm", orientation=orientation,
+                                             pixel_spacing=spacing)
+    volume = read_enhanced(path)
+    row_cos, col_cos = _orientation(orientation)
+    inverse = np.linalg.inv(volume.affine)
+    for values, position, _ in expected.values():
+        for r, c in ((0, 0), (5, 4), (2, 3)):
+            world = _world_ras(position, row_cos, col_cos, spacing, r, c)
+            index = inverse @ np.append(world, 1.0)
+            np.testing.assert_allclose(index[:3], np.round(index[:3]), atol=1e-3)
+            i, j, k = np.round(index[:3]).astype(int)
+            assert volume.array[i, j, k] == pytest.approx(values[r, c], rel=1e-6, abs=1e-3)
+    assert sorted(volume.spacing) == pytest.approx(sorted([0.7, 0.9, 3.0]), abs=1e-4)
+    assert volume.axcodes == ("R", "A", "S")
+    assert sorted(volume.meta["frames"]) == list(range(4))
+
+
+def test_read_series_reads_an_enhanced_file_in_a_folder(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    path, _, _ = _write_enhanced(folder / "emr.dcm")
+    (folder / "README").write_text("notes")
+    from_folder = read_series(folder)
+    from_file = read_enhanced(path)
+    np.testing.assert_array_equal(from_folder.array, from_file.array)
+    np.testing.assert_allclose(from_folder.affine, from_file.affine)
+    assert from_folder.meta["skipped"] == ["README"]
+
+
+def test_enhanced_window_is_each_frames_own(tmp_path):
+    path, frames, expected = _write_enhanced(tmp_path / "emr.dcm")
+    ds = pydicom.dcmread(path)
+    pixels = dicom_pixels(ds)
+    shown = dicom_window(ds, pixels)  # all frames: each with its own Frame VOI LUT
+    assert shown.shape == pixels.shape
+    for f, key in enumerate(frames):
+        values, _, (center, width) = expected[key]
+        np.testing.assert_allclose(shown[f], _linear_window(values, center, width), atol=1e-5)
+        np.testing.assert_allclose(dicom_window(ds, pixels[f], frame=f), shown[f], atol=1e-6)
+    with pytest.raises(InvalidImageError, match="frame="):
+        dicom_window(ds, pixels[0])  # which frame? windows differ
+    with pytest.raises(InvalidImageError, match="frame 99"):
+        dicom_window(ds, pixels[0], frame=99)
+
+
+def test_enhanced_window_tensorflow_agrees(tmp_path):
+    import tensorflow as tf
+
+    path, _, _ = _write_enhanced(tmp_path / "emr.dcm")
+    ds = pydicom.dcmread(path)
+    pixels = dicom_pixels(ds)
+    np.testing.assert_allclose(dicom_window(ds, tf.constant(pixels)).numpy(),
+                               dicom_window(ds, pixels), atol=1e-6)
+
+
+def test_enhanced_shared_window_applies_to_a_single_frame(tmp_path):
+    path, frames, expected = _write_enhanced(tmp_path / "emr.dcm", window_per_frame=False)
+    ds = pydicom.dcmread(path)
+    pixels = dicom_pixels(ds)
+    np.testing.assert_allclose(dicom_window(ds, pixels[2]),
+                               _linear_window(expected[frames[2]][0], 300.0, 600.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb.dcm", "SC_ybr_full_uncompressed.dcm",
+                                  "OBXXXX1A.dcm"])  # RGB, YBR, palette colour
+def test_dicom_window_refuses_colour_images(name):
+    path = get_testdata_file(name, download=False)
+    assert path is not None, name
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth = "128", "256"
+    with pytest.raises(InvalidImageError, match="greyscale") as info:
+        dicom_window(ds, dicom_pixels(ds))
+    assert name in str(info.value)
+
+
+def test_enhanced_multi_echo_is_read_one_echo_at_a_time(tmp_path):
+    path, _, expected = _write_enhanced(tmp_path / "me.dcm", echoes=(1, 2, 3))
+    with pytest.raises(InvalidImageError, match=r"3 volumes per slice position") as info:
+        read_enhanced(path)
+    assert "EffectiveEchoTime" in str(info.value) and "volume=0..2" in str(info.value)
+    for index, echo in enumerate((1, 2, 3)):
+        by_index = read_enhanced(path, volume=index, canonical=False)
+        by_value = read_enhanced(path, select={"EffectiveEchoTime": 10.0 * echo},
+                                 canonical=False)
+        np.testing.assert_array_equal(by_index.array, by_value.array)
+        assert by_index.meta["volume_key"] == {"EffectiveEchoTime": 10.0 * echo}
+        for k in range(4):  # slice k of the volume is position k of that echo
+            np.testing.assert_allclose(by_index.array[:, :, k].T, expected[(k, echo)][0],
+                                       rtol=1e-6, atol=1e-3)
+    with pytest.raises(InvalidImageError, match="no image matches"):
+        read_enhanced(path, select={"EffectiveEchoTime": 99})
+
+
+def test_not_enhanced_file_is_refused_by_read_enhanced():
+    with pytest.raises(InvalidImageError, match="not an enhanced"):
+        read_enhanced(_path("CT_small.dcm"))
+
+
+# -------------------------------------------------------------------- 4-D series (issue 11)
+def _write_4d(folder: Path, *, attribute=None, values=(1, 2), n_slices=4, seed=0):
+    """Classic single-frame files, ``len(values)`` images per position, told apart by
+    ``attribute`` (None: nothing tells them apart but Instance Number)."""
+    written = {}
+    for v_index, value in enumerate(values):
+        files = _write_series(folder / f"v{v_index}", n_slices=n_slices, series_uid="1.2.3.9",
+                              seed=seed + v_index)
+        for k, (path, pixels, position) in enumerate(files):
+            ds = pydicom.dcmread(path)
+            if attribute is not None:
+                setattr(ds, attribute, value)
+            ds.InstanceNumber = v_index * 100 + k + 1
+            target = folder / f"IM{v_index}_{k}"
+            ds.save_as(target, enforce_file_format=True)
+            path.unlink()
+            written[(v_index, round(float(position[2]), 3))] = pixels
+        (folder / f"v{v_index}").rmdir()
+    return written
+
+
+@pytest.mark.parametrize(("attribute", "values"), [
+    ("AcquisitionNumber", (1, 2, 3)),                       # fMRI time points
+    ("EchoNumbers", (1, 2)),                                # multi-echo
+    ("ImageType", (["ORIGINAL", "PRIMARY", "M"], ["ORIGINAL", "PRIMARY", "P"])),  # mag/phase
+    ("TemporalPositionIdentifier", (1, 2)),
+])
+def test_4d_series_error_says_how_many_and_how_to_choose(tmp_path, attribute, values):
+    written = _write_4d(tmp_path / "s", attribute=attribute, values=values)
+    with pytest.raises(InvalidImageError) as info:
+        read_series(tmp_path / "s")
+    message = str(info.value)
+    assert f"{len(values)} volumes per slice position" in message
+    assert attribute in message and "volume=" in message and "select=" in message
+    for index, value in enumerate(values):
+        volume = read_series(tmp_path / "s", volume=index, canonical=False)
+        chosen = read_series(tmp_path / "s", select={attribute: value}, canonical=False)
+        np.testing.assert_array_equal(volume.array, chosen.array)
+        assert volume.meta["volumes_per_position"] == len(values)
+        assert volume.meta["n_slices"] == 4
+        for k in range(4):  # axial, so the RAS z of slice k is the DICOM z
+            z = round(float(volume.affine[2, 3] + k * volume.affine[2, 2]), 3)
+            np.testing.assert_array_equal(volume.array[:, :, k].T, written[(index, z)])
+
+
+def test_dwi_series_is_told_apart_by_b_value_and_direction(tmp_path):
+    folder = tmp_path / "dwi"
+    # two shells: neither the b-value nor the direction alone tells the volumes apart
+    gradients = [(0, [0.0, 0, 0]), (1000, [1.0, 0, 0]), (1000, [0, 1.0, 0]), (2000, [1.0, 0, 0])]
+    files = []
+    for g_index, (b_value, direction) in enumerate(gradients):
+        for path, _, _ in _write_series(folder / f"g{g_index}", n_slices=3, series_uid="1.2.3.8",
+                                        seed=g_index):
+            ds = pydicom.dcmread(path)
+            ds.DiffusionBValue = b_value
+            if direction is not None:
+                ds.DiffusionGradientOrientation = direction
+            target = folder / f"G{g_index}_{path.name}"
+            ds.save_as(target, enforce_file_format=True)
+            files.append(target)
+    with pytest.raises(InvalidImageError, match="4 volumes per slice position") as info:
+        read_series(folder)
+    assert "DiffusionBValue + DiffusionGradientOrientation" in str(info.value)
+    volume = read_series(folder, volume=3)  # sorted by (b-value, direction): b=2000 last
+    assert volume.meta["volume_key"] == {"DiffusionBValue": 2000.0,
+                                         "DiffusionGradientOrientation": (1.0, 0.0, 0.0)}
+    shell = read_series(folder, select={"DiffusionBValue": 1000,
+                                        "DiffusionGradientOrientation": [0, 1, 0]})
+    assert shell.meta["n_slices"] == 3
+
+
+def test_4d_series_without_a_distinguishing_attribute_uses_instance_order(tmp_path):
+    written = _write_4d(tmp_path / "s", attribute=None, values=("first", "second"))  # by index
+    with pytest.raises(InvalidImageError, match="none of .* tells them apart"):
+        read_series(tmp_path / "s")
+    second = read_series(tmp_path / "s", volume=1, canonical=False)
+    z0 = round(float(second.affine[2, 3]), 3)
+    np.testing.assert_array_equal(second.array[:, :, 0].T, written[(1, z0)])
+    with pytest.raises(InvalidImageError, match="0..1"):
+        read_series(tmp_path / "s", volume=2)
+
+
+# ------------------------------------------------------ damaged slices and lengths (issue 11)
+@pytest.mark.parametrize("end", ["first", "last"])
+@pytest.mark.parametrize("damage", ["truncated header", "truncated pixels", "garbage"])
+def test_series_never_skips_a_damaged_slice(tmp_path, end, damage):
+    files = _write_series(tmp_path / "s", n_slices=5)
+    ordered = sorted(files, key=lambda f: f[2][2])
+    victim = ordered[0 if end == "first" else -1][0]
+    data = victim.read_bytes()
+    if damage == "truncated header":
+        victim.write_bytes(data[:300])
+    elif damage == "truncated pixels":
+        victim.write_bytes(data[:-20])
+    else:
+        victim.write_bytes(data[:132] + bytes(np.random.default_rng(0).integers(0, 256, 400,
+                                                                                  np.uint8)))
+    (tmp_path / "s" / "README.txt").write_text("not DICOM: skipped")
+    with pytest.raises(DecodeError) as info:
+        read_series(tmp_path / "s")
+    assert victim.name in str(info.value)
+
+
+def test_uncompressed_length_must_match_rows_and_columns(tmp_path):
+    ds = pydicom.dcmread(_path("CT_small.dcm"))
+    for rows, columns, what in ((128, 64, "too many"), (128, 127, "too many"),
+                                (256, 128, "too few")):
+        bad = copy.deepcopy(ds)
+        bad.Rows, bad.Columns = rows, columns
+        bad.save_as(tmp_path / "bad.dcm", enforce_file_format=True)
+        with pytest.raises(DecodeError, match=what) as info:
+            dicom_pixels(tmp_path / "bad.dcm")
+        assert "bad.dcm" in str(info.value) and "32,768 bytes" in str(info.value)
+    # the pydicom test file with 128 stray bytes after the image is refused the same way
+    with pytest.raises(DecodeError, match="too many"):
+        dicom_pixels(_path("MR_small_padded.dcm"))
+    # a YBR_FULL_422 file is 2 bytes a pixel, as the standard says: accepted
+    assert dicom_pixels(_path("SC_ybr_full_422_uncompressed.dcm")).shape == (100, 100, 3)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm",
+                                  "image_dfl.dcm", "MR_small_bigendian.dcm",
+                                  "MR_small_implicit.dcm"])
+def test_truncation_anywhere_says_truncated(tmp_path, name):
+    data = Path(_path(name)).read_bytes()
+    for fraction in (0.01, 0.05, 0.15, 0.3, 0.5, 0.7, 0.9, 0.99):
+        cut = tmp_path / f"cut{int(fraction * 100)}.dcm"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        with pytest.raises(DecodeError, match="truncated") as info:
+            dicom_pixels(cut)
+        assert cut.name in str(info.value)
+
+
+# ------------------------------------------------------------------ privacy by tag (issue 11)
+IDENTIFYING_FORMS = [
+    "PatientName", 0x00100010, pydicom.tag.Tag("PatientBirthDate"), (0x0010, 0x0030),
+    "0010,1005", "(0010,21B0)", "00104000", "0x00101090", "ResponsiblePerson",
+    "OtherPatientIDs", "PatientBirthName", "PatientComments", "InstitutionName",
+    "ReferringPhysicianName", "StudyDate", "SeriesDescription", (0x0009, 0x1010), "0029,1001",
+]
+
+
+@pytest.mark.parametrize("field", IDENTIFYING_FORMS, ids=str)
+def test_metadata_refuses_identifying_fields_in_every_form(metadata_files, field):
+    with pytest.raises(PrivacyError, match="identifying") as info:
+        dicom_metadata(metadata_files[:1], fields=["Modality", field], n_jobs=1, progress=False)
+    assert "allow_identifying=True" in str(info.value)
+
+
+def test_metadata_opt_in_reads_them_and_ids_are_hashed_by_default(metadata_files):
+    table = dicom_metadata(metadata_files[:2], n_jobs=1, progress=False)
+    assert table.patient_id.tolist() == opaque_ids(["p-1", "p-2"])
+    assert "p-1" not in table.to_csv()
+    hashed = dicom_metadata(metadata_files[:1], fields=[(0x0010, 0x0020), "StudyInstanceUID"],
+                            n_jobs=1, progress=False)
+    assert hashed.patient_id[0] == opaque_ids(["p-1"])[0]
+    assert hashed.StudyInstanceUID[0].startswith("p") and "." not in hashed.StudyInstanceUID[0]
+    raw = dicom_metadata(metadata_files[:1], fields=["PatientID", 0x00100010, "PatientBirthDate"],
+                         n_jobs=1, progress=False, allow_identifying=True)
+    assert raw.patient_id[0] == "p-1"
+    assert raw.PatientName[0] == "Doe^Jane" and raw.PatientBirthDate[0] == "19700101"
+
+
+def test_metadata_unknown_field_is_a_clear_error(metadata_files):
+    with pytest.raises(ConfigError, match="NotAKeyword"):
+        dicom_metadata(metadata_files[:1], fields=["NotAKeyword"], n_jobs=1, progress=False)
+
+
+def test_metadata_tag_forms_of_ordinary_fields(metadata_files):
+    table = dicom_metadata(metadata_files[:1], fields=[0x00180060, (0x0008, 0x0060), "0028,0030"],
+                           n_jobs=1, progress=False)
+    assert float(table.KVP[0]) > 0 and table.modality[0] == "CT"
+    assert table.pixel_spacing_x_mm[0] == pytest.approx(0.143)
+
+
+@pytest.mark.parametrize("spacing", [("0", "0"), ("-0.2", "0.2"), ("nan", "0.1"),
+                                     ("inf", "inf"), ("0.1", "0")])
+def test_metadata_flags_impossible_pixel_spacing(tmp_path, spacing):
+    with warnings.catch_warnings():  # pydicom warns that nan/inf are invalid DS: on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        path = _cr_file(tmp_path / "s.dcm", spacing=spacing)
+    table = dicom_metadata([path], n_jobs=1, progress=False)
+    assert np.isnan(table.pixel_spacing_x_mm[0]) and np.isnan(table.pixel_spacing_y_mm[0])
+    assert "PixelSpacing" in table.issues[0] and "impossible" in table.issues[0]
+
+
+def test_header_table_hides_by_tag_private_tags_and_profile_attributes(tmp_path):
+    path = _cr_file(tmp_path / "h.dcm", patient="secret-id")
+    ds = pydicom.dcmread(path)
+    ds.PatientBirthName = "Roe^Mary"
+    ds.ResponsiblePerson = "Smith^John"
+    ds.PatientComments = "lives at 1 Main St"
+    ds.InstitutionName = "St Elsewhere"
+    block = ds.private_block(0x0009, "ACME 1.0", create=True)
+    block.add_new(0x10, "LO", "Private^Name")
+    private_tag = str(block.get_tag(0x10))
+    table = header_table(ds)
+    text = table.to_csv()
+    for secret in ("Roe", "Smith", "Main St", "Elsewhere", "Private^Name", "secret-id", "Doe"):
+        assert secret not in text, secret
+    values = dict(zip(table.tag, table.value, strict=True))
+    assert values[private_tag] == "<hidden>"
+    assert all(v == "<hidden>" for t, v in values.items() if int(t[1:5], 16) % 2 == 1)
+    assert values["(0010,1010)"] != "<hidden>"  # Patient's Age: a retained characteristic
+    chosen = header_table(ds, [0x00100010, (0x0010, 0x1010), "0008,0060"])
+    assert chosen.value.tolist()[0] == "<hidden>" and chosen.keyword.tolist() == [
+        "PatientName", "PatientAge", "Modality"]
+    shown = header_table(ds, ["PatientName"], allow_identifying=True)
+    assert shown.value[0] == "Doe^Jane"
+    assert header_table(ds, ["Modality"], hide=[(0x0008, 0x0060)]).value[0] == "<hidden>"
