@@ -1,5 +1,6 @@
-"""intensity.window (NumPy and tf.Tensor agree) and intensity.dicom_window (the DICOM VOI,
-checked against pydicom's own implementation)."""
+"""medimg.intensity: window (NumPy and tf.Tensor agree), dicom_window (the DICOM VOI,
+checked against pydicom's own implementation) and CLAHE (OpenCV on NumPy; the TensorFlow
+implementation equals OpenCV exactly on every size class)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import copy
 import numpy as np
 import pydicom
 import pytest
+import tensorflow as tf
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from medimg.errors import InvalidImageError
-from medimg.intensity import dicom_window, window
+from medimg.intensity import clahe, dicom_window, window
 from medimg.io import dicom_pixels
 
 
@@ -178,3 +180,179 @@ def test_dicom_window_rejects_width_below_one_for_linear():
     ds.WindowWidth = 0.5
     with pytest.raises(InvalidImageError, match="Window Width"):
         dicom_window(ds, dicom_pixels(ds))
+
+
+# ---------------------------------------------------------------------------------------
+# CLAHE
+# ---------------------------------------------------------------------------------------
+
+
+def _phantom(rows: int, cols: int, rng: np.random.Generator, dtype=np.uint8) -> np.ndarray:
+    """Smooth structure plus noise, with a flat dark border (flat regions stress clipping)."""
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    img = 120 + 70 * np.sin(xx / 11.0) * np.cos(yy / 17.0) + rng.normal(0, 15, (rows, cols))
+    img[: rows // 8] = 3
+    if dtype == np.uint16:
+        img = img * 180
+    return np.clip(img, 0, np.iinfo(dtype).max).astype(dtype)
+
+
+def _opencv(img: np.ndarray, clip_limit: float, tile_grid: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return cv2.createCLAHE(clipLimit=clip_limit,
+                           tileGridSize=(tile_grid[1], tile_grid[0])).apply(img)
+
+
+# Every size class of OpenCV's padding rule: no padding only when BOTH sides divide;
+# otherwise ``tiles - n % tiles`` on both axes, a whole extra tile on a side that divides.
+SIZE_CLASSES = [
+    pytest.param(256, 256, (8, 8), id="both-divide"),
+    pytest.param(64, 64, (8, 8), id="both-divide-small-tiles"),
+    pytest.param(600, 700, (8, 8), id="rows-divide-600x700"),  # was 11 grey levels off
+    pytest.param(96, 90, (8, 8), id="rows-divide"),
+    pytest.param(90, 96, (8, 8), id="cols-divide"),
+    pytest.param(250, 187, (8, 8), id="neither"),
+    pytest.param(97, 203, (3, 5), id="neither-rectangular-grid"),
+    pytest.param(255, 257, (8, 8), id="odd"),
+    pytest.param(13, 11, (8, 8), id="between-one-and-two-tiles"),
+    pytest.param(7, 9, (8, 8), id="smaller-than-grid"),
+    pytest.param(4, 4, (8, 8), id="tiny"),
+    pytest.param(2, 17, (8, 8), id="two-rows"),
+    pytest.param(1, 5, (8, 8), id="one-row"),
+    pytest.param(1, 1, (8, 8), id="one-pixel"),
+]
+
+
+@pytest.mark.parametrize(("rows", "cols", "tile_grid"), SIZE_CLASSES)
+@pytest.mark.parametrize("clip_limit", [4.0, 0.0, 40.0])
+def test_clahe_tensorflow_equals_opencv_on_every_size_class(rows, cols, tile_grid, clip_limit,
+                                                            rng):
+    img = _phantom(rows, cols, rng)
+    expected = _opencv(img, clip_limit, tile_grid)
+    got = clahe(tf.constant(img), clip_limit, tile_grid)
+    assert tf.is_tensor(got) and got.dtype == tf.uint8 and got.shape == img.shape
+    np.testing.assert_array_equal(got.numpy(), expected)
+    np.testing.assert_array_equal(clahe(img, clip_limit, tile_grid), expected)  # NumPy path
+
+
+def test_clahe_strong_clipping_redistributes_like_opencv(rng):
+    """A flat image with a few outliers: most of the histogram is clipped, so the
+    remainder's one-count-every-step rule decides the maps."""
+    img = np.full((64, 72), 100, np.uint8)
+    img[rng.integers(0, 64, 40), rng.integers(0, 72, 40)] = rng.integers(0, 256, 40)
+    for clip_limit in (0.01, 1.0, 2.5):
+        np.testing.assert_array_equal(clahe(tf.constant(img), clip_limit, (8, 8)).numpy(),
+                                      _opencv(img, clip_limit, (8, 8)))
+
+
+@pytest.mark.parametrize(("rows", "cols", "tile_grid"),
+                         [(96, 80, (8, 8)), (64, 72, (8, 8)), (33, 47, (4, 4)), (5, 3, (8, 8))])
+def test_clahe_uint16_equals_opencv(rows, cols, tile_grid, rng):
+    img = _phantom(rows, cols, rng, np.uint16)
+    out = clahe(tf.constant(img), 4.0, tile_grid)
+    assert out.dtype == tf.uint16
+    np.testing.assert_array_equal(out.numpy(), _opencv(img, 4.0, tile_grid))
+
+
+def test_clahe_numpy_path_is_opencv(rng):
+    img = _phantom(120, 90, rng)
+    np.testing.assert_array_equal(clahe(img, 3.0, (4, 6)), _opencv(img, 3.0, (4, 6)))
+
+
+def test_clahe_changes_contrast(rng):
+    img = (_phantom(128, 128, rng) // 4 + 100).astype(np.uint8)  # low-contrast band
+    out = clahe(img)
+    assert out.std() > 1.5 * img.std()
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 48), (3, 64, 48, 1), (64, 48, 1), (3, 61, 45)])
+def test_clahe_batches_and_channel_axis(shape, rng):
+    imgs = rng.integers(0, 256, shape, dtype=np.uint8)
+    cpu = clahe(imgs)
+    tf_path = clahe(tf.constant(imgs)).numpy()
+    assert cpu.shape == shape and tf_path.shape == shape
+    np.testing.assert_array_equal(tf_path, cpu)
+    if shape[0] == 3:
+        first = imgs[0, ..., 0] if imgs.ndim == 4 else imgs[0]
+        np.testing.assert_array_equal(np.squeeze(cpu[0]), clahe(first))
+    empty_batch = clahe(tf.zeros((0, *shape[1:]), tf.uint8)) if shape[0] == 3 else None
+    assert empty_batch is None or empty_batch.shape == (0, *shape[1:])
+
+
+def test_clahe_inside_tf_function_with_reduce_retracing(rng):
+    """One traced function for any size and layout (shapes relax to None after the
+    first retrace; the layout is read from the run-time shape)."""
+    run = tf.function(lambda x: clahe(x, 2.0, (4, 4)), reduce_retracing=True)
+    for shape in [(40, 56), (33, 47), (3, 40, 56), (40, 56, 1), (2, 30, 20, 1), (25, 31)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = run(tf.constant(img))
+        assert out.shape == shape
+        np.testing.assert_array_equal(out.numpy(), clahe(img, 2.0, (4, 4)))
+
+
+def test_clahe_unknown_rank_in_tf_function(rng):
+    run = tf.function(lambda x: clahe(x, 2.0, (4, 4)),
+                      input_signature=[tf.TensorSpec(None, tf.uint8)])
+    for shape in [(40, 56), (3, 40, 56), (40, 56, 1), (2, 30, 20, 1)]:
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(run(tf.constant(img)).numpy(), clahe(img, 2.0, (4, 4)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="clahe: expected shape"):
+        run(tf.zeros((2, 3, 4, 5, 1), tf.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one channel"):
+        run(tf.zeros((2, 3, 4, 5), tf.uint8))
+
+
+def test_clahe_inside_tf_data(rng):
+    imgs = rng.integers(0, 256, (4, 40, 56), dtype=np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices(imgs).map(lambda x: clahe(x, 2.0, (4, 4)))
+    for i, out in enumerate(ds):
+        np.testing.assert_array_equal(out.numpy(), clahe(imgs[i], 2.0, (4, 4)))
+    batched = tf.data.Dataset.from_tensor_slices(imgs).batch(2).map(
+        lambda x: clahe(x, 3.0, (8, 8)))
+    np.testing.assert_array_equal(np.concatenate([b.numpy() for b in batched]),
+                                  clahe(imgs, 3.0, (8, 8)))
+
+
+def test_clahe_real_ct_slice():
+    """A real CT from pydicom's bundled files, windowed to 8 bits."""
+    path = get_testdata_file("CT_small.dcm", download=False)
+    if path is None:
+        pytest.skip("pydicom's bundled CT_small.dcm is not installed")
+    ds = pydicom.dcmread(path)
+    hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    img = np.clip((hu + 160) / 400 * 255, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(clahe(tf.constant(img)).numpy(), clahe(img))
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "match"),
+    [
+        (np.zeros((32, 32), np.float32), {}, "uint8 or uint16"),
+        (np.zeros((0, 32), np.uint8), {}, "empty"),
+        (np.zeros((2, 32, 32, 3), np.uint8), {}, "expected shape"),
+        (np.zeros((2, 2, 32, 32, 1), np.uint8), {}, "expected shape"),
+        (np.zeros((32, 32), np.uint8), {"tile_grid": (0, 8)}, "tile_grid"),
+        (np.zeros((32, 32), np.uint8), {"tile_grid": 8}, "tile_grid"),
+        (np.zeros((32, 32), np.uint8), {"clip_limit": float("nan")}, "clip_limit"),
+    ],
+)
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_clahe_bad_input(image, kwargs, match, as_tensor):
+    x = tf.constant(image) if as_tensor else image
+    with pytest.raises(InvalidImageError, match=match):
+        clahe(x, **kwargs)
+
+
+@pytest.mark.gpu
+def test_clahe_on_gpu_equals_opencv(rng):
+    """Training on a GPU and inference on a CPU see the same pixels."""
+    imgs = np.stack([_phantom(250, 187, rng) for _ in range(4)])
+    with tf.device("/GPU:0"):
+        out = clahe(tf.constant(imgs))
+        assert "GPU" in out.device
+    np.testing.assert_array_equal(out.numpy(), clahe(imgs))
+    img16 = _phantom(96, 80, rng, np.uint16)
+    with tf.device("/GPU:0"):
+        out16 = clahe(tf.constant(img16))
+    np.testing.assert_array_equal(out16.numpy(), clahe(img16))

@@ -7,6 +7,7 @@ GPU); both paths are tested to agree.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -230,16 +231,23 @@ def clahe(image: Any, clip_limit: float = 4.0, tile_grid: tuple[int, int] = (8, 
     bins, the integer remainder one count every ``bins // remainder`` bins), its
     cumulative sum becomes a grey-level map, and every pixel takes the bilinear
     blend of the maps of the four nearest tile centres. When the image size is
-    not a multiple of the grid, tiles are measured on the image padded at the
-    bottom and right by mirror reflection (OpenCV's ``BORDER_REFLECT_101``).
+    not a multiple of the grid along both axes, tiles are measured on the image
+    padded at the bottom and right by mirror reflection (OpenCV's
+    ``BORDER_REFLECT_101``) by ``tiles - size % tiles`` on each axis, a whole tile
+    on an axis that divides (OpenCV's rule, kept on purpose). Images smaller than
+    the grid work as in OpenCV (the reflection repeats; tiles of one pixel).
 
     NumPy input runs :func:`cv2.createCLAHE`. ``tf.Tensor`` input runs a
-    TensorFlow re-implementation of the same steps (histograms by ``bincount``,
-    maps by ``cumsum``, four ``gather`` s for the blend) that works on one image
-    or a batch, inside ``tf.data`` and ``tf.function`` and on a GPU; it agrees
-    with OpenCV within one grey level (float rounding of the blend weights), so
-    a model trained on GPU-processed pixels sees the same pixels on a CPU.
-
+    TensorFlow implementation of the same steps in the same arithmetic that
+    equals OpenCV's output exactly (tested on every size class: both axes
+    divisible, one, neither, odd, smaller than the grid; 8 and 16 bits). It takes
+    one image or a batch, works inside ``tf.data`` and ``tf.function`` (also with
+    unknown shapes or rank, e.g. ``reduce_retracing=True``) and on a GPU, so a
+    model trained on GPU-processed pixels sees the same pixels on a CPU. Its two
+    heavy passes (all tile histograms in one ``bincount``; the four map reads and
+    the blend) are XLA-compiled, once per input shape (about 0.3 s each); on a
+    2-core CPU a batch of 512x512 images takes 1-3x OpenCV's time per image.
+    16-bit images are processed one at a time (a tile map has 65536 entries).
     Parameters
     ----------
     image : numpy.ndarray or tf.Tensor, uint8 or uint16
@@ -262,8 +270,9 @@ def clahe(image: Any, clip_limit: float = 4.0, tile_grid: tuple[int, int] = (8, 
     Raises
     ------
     InvalidImageError
-        Wrong dtype, rank, more than one channel, an image smaller than the grid,
-        or invalid parameters.
+        Wrong dtype, rank, more than one channel, an empty image, or invalid
+        parameters. A tensor whose shape is only known when the graph runs is
+        checked then, with ``tf.errors.InvalidArgumentError``.
 
     Examples
     --------
@@ -277,9 +286,11 @@ def clahe(image: Any, clip_limit: float = 4.0, tile_grid: tuple[int, int] = (8, 
     return _clahe_numpy(np.asarray(image), clip, tiles_y, tiles_x)
 
 
-def _clahe_layout(shape: tuple, dtype_name: str, tiles_y: int, tiles_x: int) -> str:
+def _clahe_layout(shape: tuple, dtype_name: str) -> str:
     """``"image"`` (rows, cols), ``"image1"`` (rows, cols, 1), ``"stack"`` (n, rows, cols)
-    or ``"stack1"`` (n, rows, cols, 1); raises for anything else."""
+    or ``"stack1"`` (n, rows, cols, 1); raises for anything else. Unknown sizes
+    (``None``) pass; a 3-D shape whose last size is unknown is ``"image1?"`` (decided
+    when the size is known, at run time)."""
     if dtype_name not in ("uint8", "uint16"):
         raise InvalidImageError(
             f"clahe: expected a uint8 or uint16 image, got dtype {dtype_name} "
@@ -287,27 +298,27 @@ def _clahe_layout(shape: tuple, dtype_name: str, tiles_y: int, tiles_x: int) -> 
     rank = len(shape)
     if rank == 2:
         layout, rows, cols = "image", shape[0], shape[1]
+    elif rank == 3 and shape[-1] is None:
+        layout, rows, cols = "image1?", shape[0], shape[1]
     elif rank == 3 and shape[-1] == 1:
         layout, rows, cols = "image1", shape[0], shape[1]
     elif rank == 3:
         layout, rows, cols = "stack", shape[1], shape[2]
-    elif rank == 4 and shape[-1] == 1:
+    elif rank == 4 and shape[-1] in (1, None):
         layout, rows, cols = "stack1", shape[1], shape[2]
     else:
         raise InvalidImageError(
             f"clahe: expected shape (rows, cols), (n, rows, cols), (rows, cols, 1) or "
             f"(n, rows, cols, 1) (one channel), got {tuple(shape)}")
-    if rows is not None and cols is not None and (rows < tiles_y or cols < tiles_x):
-        raise InvalidImageError(
-            f"clahe: an image of {rows}x{cols} pixels is smaller than the "
-            f"{tiles_y}x{tiles_x} tile grid")
+    if rows == 0 or cols == 0:
+        raise InvalidImageError(f"clahe: the image is empty (shape {tuple(shape)})")
     return layout
 
 
 def _clahe_numpy(image: np.ndarray, clip: float, tiles_y: int, tiles_x: int) -> np.ndarray:
     import cv2
 
-    layout = _clahe_layout(image.shape, image.dtype.name, tiles_y, tiles_x)
+    layout = _clahe_layout(image.shape, image.dtype.name)
     op = cv2.createCLAHE(clipLimit=max(clip, 0.0), tileGridSize=(tiles_x, tiles_y))
     if layout == "image":
         return op.apply(np.ascontiguousarray(image))
@@ -320,101 +331,208 @@ def _clahe_numpy(image: np.ndarray, clip: float, tiles_y: int, tiles_x: int) -> 
     return out[..., None] if layout == "stack1" else out
 
 
-def _clahe_tf(image: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
-    import tensorflow as tf  # imported already (a tensor came in); no autograph detour
-    image = tf.convert_to_tensor(image)
-    if image.shape.rank is None:
-        raise InvalidImageError("clahe: the tensor's rank must be known")
-    layout = _clahe_layout(tuple(image.shape.as_list()), image.dtype.name, tiles_y, tiles_x)
-    batch = {"image": lambda t: t[None], "image1": lambda t: t[None, ..., 0],
-             "stack": lambda t: t, "stack1": lambda t: t[..., 0]}[layout](image)
-    n_bins = 256 if image.dtype == tf.uint8 else 65536
-    out = tf.cast(_clahe_tf_batch(batch, clip, tiles_y, tiles_x, n_bins), image.dtype)
-    return {"image": lambda t: t[0], "image1": lambda t: t[0][..., None],
-            "stack": lambda t: t, "stack1": lambda t: t[..., None]}[layout](out)
+# ---------------------------------------------------------------------------------------
+# TensorFlow CLAHE. OpenCV's algorithm (modules/imgproc/src/clahe.cpp) step for step, in
+# the same arithmetic, so that the output equals cv2.createCLAHE's:
+#   1. tiles are measured on the image padded at the bottom and right by mirror reflection
+#      (BORDER_REFLECT_101) with ``tiles - n % tiles`` rows/columns on BOTH axes unless
+#      both sides divide (so a side that divides gains a whole tile);
+#   2. histogram of every tile; clip at ``limit = max(int(clip * area / bins), 1)`` (double
+#      arithmetic), the excess spread as ``excess // bins`` on every bin plus one count on
+#      bins 0, step, 2 step, ... (step = max(bins // remainder, 1)) until it is used up;
+#   3. map = round_half_even(cumsum * float32((bins - 1) / area)), saturated;
+#   4. each pixel: float32 bilinear blend of the maps of the four nearest tile centres,
+#      ``(a (1-xa) + b xa) (1-ya) + (c (1-xa) + d xa) ya``, rounded half to even.
+# The two heavy passes (tile histograms, blend) are XLA-compiled: XLA fuses the index
+# arithmetic, the four map reads and the blend into one loop over the pixels (as separate
+# TensorFlow ops each full-size intermediate costs a memory pass, and TensorFlow's gather
+# kernel is several times slower than a fused read). XLA compiles once per input shape.
+# ---------------------------------------------------------------------------------------
 
 
-def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int, n_bins: int) -> Any:
-    """CLAHE of a ``(n, rows, cols)`` integer tensor; float32 output, rounded and saturated."""
-    import tensorflow as tf
-    dyn = tf.shape(batch)
-    n, rows, cols = dyn[0], dyn[1], dyn[2]
-    # Tiles are measured on the image padded (bottom/right, mirror without repeating the
-    # edge) to a multiple of the grid, exactly as OpenCV does; the blend below reads the
-    # original pixels only.
-    pad_y = (tiles_y - rows % tiles_y) % tiles_y
-    pad_x = (tiles_x - cols % tiles_x) % tiles_x
-    values = tf.cast(batch, tf.int32)
-    padded = tf.pad(values, [[0, 0], [0, pad_y], [0, pad_x]], mode="REFLECT")
-    tile_h = (rows + pad_y) // tiles_y
-    tile_w = (cols + pad_x) // tiles_x
-    tile_area = tile_h * tile_w
+def _clahe_geometry(tf: Any, rows: Any, cols: Any, tiles_y: int, tiles_x: int) -> tuple:
+    """Padding and tile size, OpenCV's rule: no padding when both sides divide, else
+    ``tiles - n % tiles`` on both axes (a whole tile on a side that divides)."""
+    divides = tf.logical_and(tf.equal(rows % tiles_y, 0), tf.equal(cols % tiles_x, 0))
+    pad_y = tf.where(divides, 0, tiles_y - rows % tiles_y)
+    pad_x = tf.where(divides, 0, tiles_x - cols % tiles_x)
+    return pad_y, pad_x, (rows + pad_y) // tiles_y, (cols + pad_x) // tiles_x
 
-    # Histogram of every tile at once: offset each pixel's grey level by its tile's
-    # index times the number of bins, then one bincount.
-    tiles = tf.reshape(padded, [n, tiles_y, tile_h, tiles_x, tile_w])
-    tile_index = (tf.range(n)[:, None, None, None, None] * (tiles_y * tiles_x)
-                  + tf.range(tiles_y)[None, :, None, None, None] * tiles_x
-                  + tf.range(tiles_x)[None, None, None, :, None])
-    flat = tf.reshape(tiles + tile_index * n_bins, [-1])
-    n_tiles = n * tiles_y * tiles_x
-    hist = tf.math.bincount(flat, minlength=n_tiles * n_bins, maxlength=n_tiles * n_bins,
-                            dtype=tf.int32)
-    hist = tf.reshape(hist, [n_tiles, n_bins])
 
-    if clip > 0:
-        # OpenCV: limit = max(int(clip * area / bins), 1), in float then truncated.
-        limit = tf.maximum(
-            tf.cast(tf.cast(clip, tf.float32) * tf.cast(tile_area, tf.float32) / n_bins,
-                    tf.int32), 1)
+def _reflect_101(tf: Any, index: Any, length: Any) -> Any:
+    """Source index of ``index`` (>= 0) under BORDER_REFLECT_101 (``dcb|abcd|cba``),
+    repeated as often as needed (a pad longer than the image, as for tiny images), and
+    0 for a single row (OpenCV's ``borderInterpolate``)."""
+    period = tf.maximum(2 * (length - 1), 1)
+    folded = index % period
+    return tf.where(folded < length, folded, period - folded)
+
+
+@functools.cache
+def _clahe_tf_kernels() -> tuple:
+    """The two XLA-compiled passes (built once, on first use: TensorFlow is imported
+    lazily). ``reduce_retracing``: one trace serves every shape (XLA still compiles per
+    concrete shape, once)."""
+    tf = tensorflow()
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def tile_maps(batch, clip, tiles_y, tiles_x, n_bins):
+        """Grey-level maps of every tile of every image, flat ``(n * tiles * bins,)``."""
+        dims = tf.shape(batch)
+        n, rows, cols = dims[0], dims[1], dims[2]
+        pad_y, pad_x, tile_h, tile_w = _clahe_geometry(tf, rows, cols, tiles_y, tiles_x)
+        area = tile_h * tile_w
+        padded_rows = tf.range(rows + pad_y)
+        padded_cols = tf.range(cols + pad_x)
+        values = tf.cast(batch, tf.int32)
+        padded = tf.gather(tf.gather(values, _reflect_101(tf, padded_rows, rows), axis=1),
+                           _reflect_101(tf, padded_cols, cols), axis=2)
+        # every tile's histogram in one bincount: each pixel's grey level is offset by
+        # its (image, tile row, tile column) index times the number of bins
+        tile = ((tf.range(n)[:, None, None] * tiles_y + (padded_rows // tile_h)[None, :, None])
+                * tiles_x + (padded_cols // tile_w)[None, None, :])
+        n_maps = n * tiles_y * tiles_x
+        hist = tf.raw_ops.DenseBincount(input=tf.reshape(padded + tile * n_bins, [-1]),
+                                        size=n_maps * n_bins, weights=tf.zeros([0], tf.int32))
+        hist = tf.reshape(hist, [n_maps, n_bins])
+        # ``clip`` is a float64 tensor (one compilation serves every clip limit); a
+        # limit above the tile's area clips nothing, which is also how ``clip <= 0``
+        # (no clipping) is expressed, and the bound keeps the float-to-int cast exact
+        limit = clip * tf.cast(area, tf.float64) / n_bins
+        limit = tf.maximum(tf.cast(tf.minimum(limit, tf.cast(area + 1, tf.float64)), tf.int32),
+                           1)
+        limit = tf.where(clip > 0, limit, area + 1)
         excess = tf.reduce_sum(tf.maximum(hist - limit, 0), axis=1, keepdims=True)
-        hist = tf.minimum(hist, limit)
-        batch_add = excess // n_bins
-        residual = excess - batch_add * n_bins
-        hist = hist + batch_add
-        # The remainder goes one count at a time to bins 0, step, 2*step, ... with
-        # step = max(bins // remainder, 1), until it is used up.
-        step = tf.maximum(n_bins // tf.maximum(residual, 1), 1)
+        spread = excess // n_bins
+        remainder = excess - spread * n_bins
+        step = tf.maximum(n_bins // tf.maximum(remainder, 1), 1)
         bins = tf.range(n_bins)[None, :]
-        extra = tf.logical_and(tf.equal(bins % step, 0), bins // step < residual)
-        hist = hist + tf.cast(extra, tf.int32)
+        # bin b gets one more count when b = k * step with k < remainder; k = b / step is
+        # found in float32 (exact for b, step < 2**16: the rounding error of a multiple
+        # is far below 0.5) and checked in integers, without an integer division per bin
+        k = tf.cast(tf.round(tf.cast(bins, tf.float32) / tf.cast(step, tf.float32)), tf.int32)
+        extra = tf.logical_and(tf.equal(k * step, bins), k < remainder)
+        hist = tf.minimum(hist, limit) + spread + tf.cast(extra, tf.int32)
+        scale = tf.cast(n_bins - 1, tf.float32) / tf.cast(area, tf.float32)
+        maps = tf.round(tf.cast(tf.cumsum(hist, axis=1), tf.float32) * scale)
+        maps = tf.clip_by_value(maps, 0.0, float(n_bins - 1))
+        # integer maps: the blend reads a quarter (8-bit) of the bytes of float32 maps
+        return tf.reshape(tf.cast(maps, batch.dtype), [-1])
 
-    lut_scale = tf.cast(n_bins - 1, tf.float32) / tf.cast(tile_area, tf.float32)
-    lut = tf.cast(tf.cumsum(hist, axis=1), tf.float32) * lut_scale
-    lut = tf.clip_by_value(tf.round(lut), 0.0, float(n_bins - 1))
-    # Integer maps: the four gathers below move a quarter (8-bit) of the bytes that
-    # float32 maps would, which is most of the CPU time.
-    lut = tf.reshape(tf.cast(lut, tf.uint8 if n_bins == 256 else tf.uint16), [-1])
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def blend(batch, maps, upper, lower, y_weight, left, right, x_weight, zero):
+        """Bilinear blend of the four nearest tile maps at every pixel (OpenCV's order
+        of float32 operations), rounded half to even and saturated."""
 
-    def axis_weights(length, tile_size, n_tiles_axis):
-        inv = 1.0 / tf.cast(tile_size, tf.float32)
-        pos = tf.cast(tf.range(length), tf.float32) * inv - 0.5
-        low = tf.floor(pos)
-        frac = pos - low
-        low = tf.cast(low, tf.int32)
-        high = tf.minimum(low + 1, n_tiles_axis - 1)
-        low = tf.maximum(low, 0)
-        return low, high, frac
+        def product(a, b):
+            # a * b rounded to float32 on its own. XLA's CPU and GPU back ends fuse
+            # ``a * b + c`` into one fused multiply-add (one rounding instead of two),
+            # which moves a few pixels per image by one grey level against OpenCV's
+            # separate multiply and add. OR-ing the product's bits with a run-time zero
+            # is an identity the compiler cannot see through, so no fusion happens.
+            bits = tf.bitwise.bitwise_or(tf.bitcast(a * b, tf.int32), zero)
+            return tf.bitcast(bits, tf.float32)
 
-    ty1, ty2, ya = axis_weights(rows, tile_h, tiles_y)
-    tx1, tx2, xa = axis_weights(cols, tile_w, tiles_x)
-    # Flat index of (image, tile row, tile column, grey level) in the maps, built from
-    # small per-row and per-column pieces so that only a few full-size sums are needed.
+        values = tf.cast(batch, tf.int32)
+        top_row, bottom_row = values + upper, values + lower
+        def read(index):
+            return tf.cast(tf.gather(maps, index), tf.float32)
+
+        x_other = 1.0 - x_weight
+        top = product(read(top_row + left), x_other) + product(read(top_row + right), x_weight)
+        bottom = (product(read(bottom_row + left), x_other)
+                  + product(read(bottom_row + right), x_weight))
+        out = product(top, 1.0 - y_weight) + product(bottom, y_weight)
+        limit = 255.0 if batch.dtype == tf.uint8 else 65535.0
+        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, limit), batch.dtype)
+
+    return tile_maps, blend
+
+
+def _clahe_tf_batch(batch: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
+    """CLAHE of a ``(n, rows, cols)`` uint8/uint16 tensor (any static shape)."""
+    tf = tensorflow()
+    tile_maps, blend = _clahe_tf_kernels()
+    n_bins = 256 if batch.dtype == tf.uint8 else 65536
+    maps = tile_maps(batch, tf.constant(clip, tf.float64), tiles_y, tiles_x, n_bins)
+    dims = tf.shape(batch)
+    n, rows, cols = dims[0], dims[1], dims[2]
+    _, _, tile_h, tile_w = _clahe_geometry(tf, rows, cols, tiles_y, tiles_x)
+
+    def axis(length, tile_size, n_tiles):
+        # OpenCV: t = i * float32(1 / tile) - 0.5; the two tiles floor(t) and floor(t) + 1
+        # clamped to the grid, the weight t - floor(t) (tiles beyond the grid repeat the
+        # edge tile, so the weight does not matter there)
+        position = tf.cast(tf.range(length), tf.float32) * (
+            1.0 / tf.cast(tile_size, tf.float32)) - 0.5
+        first = tf.floor(position)
+        weight = position - first
+        first = tf.cast(first, tf.int32)
+        return tf.maximum(first, 0), tf.minimum(first + 1, n_tiles - 1), weight
+
+    ty1, ty2, y_weight = axis(rows, tile_h, tiles_y)
+    tx1, tx2, x_weight = axis(cols, tile_w, tiles_x)
+    # the flat index of (image, tile row, tile column, grey level) in the maps, from a
+    # per-row and a per-column part: small arrays, so the blend adds them per pixel
     image_offset = tf.range(n)[:, None, None] * (tiles_y * tiles_x * n_bins)
-    upper = values + image_offset + (ty1 * tiles_x * n_bins)[None, :, None]
-    lower = values + image_offset + (ty2 * tiles_x * n_bins)[None, :, None]
-    left = (tx1 * n_bins)[None, None, :]
-    right = (tx2 * n_bins)[None, None, :]
+    upper = image_offset + (ty1 * (tiles_x * n_bins))[None, :, None]
+    lower = image_offset + (ty2 * (tiles_x * n_bins))[None, :, None]
+    return blend(batch, maps, upper, lower, y_weight[None, :, None],
+                 (tx1 * n_bins)[None, None, :], (tx2 * n_bins)[None, None, :],
+                 x_weight[None, None, :], tf.zeros([], tf.int32))
 
-    def read(index):
-        return tf.cast(tf.gather(lut, index), tf.float32)
 
-    ya = ya[None, :, None]
-    xa = xa[None, None, :]
-    top = read(upper + left) * (1.0 - xa) + read(upper + right) * xa
-    bottom = read(lower + left) * (1.0 - xa) + read(lower + right) * xa
-    out = top * (1.0 - ya) + bottom * ya
-    return tf.clip_by_value(tf.round(out), 0.0, float(n_bins - 1))
+def _clahe_tf(image: Any, clip: float, tiles_y: int, tiles_x: int) -> Any:
+    tf = tensorflow()
+    image = tf.convert_to_tensor(image)
+    if image.shape.rank is not None:
+        _clahe_layout(tuple(image.shape.as_list()), image.dtype.name)
+    elif image.dtype not in (tf.uint8, tf.uint16):
+        _clahe_layout((1, 1), image.dtype.name)  # raises the dtype error
+    return _clahe_tf_graph()(image, clip, tiles_y, tiles_x)
+
+
+@functools.cache
+def _clahe_tf_graph() -> Any:
+    """One graph for the whole TensorFlow CLAHE (eager callers would otherwise pay
+    TensorFlow's per-op dispatch for the small index arrays), valid for any rank and
+    size: the layout is read from the run-time shape."""
+    tf = tensorflow()
+
+    @tf.function(reduce_retracing=True)
+    def run(image, clip, tiles_y, tiles_x):
+        shape = tf.shape(image)
+        rank = tf.size(shape)
+        checks = [tf.debugging.Assert(
+            tf.logical_and(rank >= 2, rank <= 4),
+            ["clahe: expected shape (rows, cols), (n, rows, cols), (rows, cols, 1) or "
+             "(n, rows, cols, 1), got", shape], summarize=8)]
+        # as (n, rows, cols): rank 2 -> (1, r, c); (r, c, 1) -> (1, r, c);
+        # (n, r, c) -> (n, r, c); (n, r, c, 1) -> (n, r, c)
+        four = tf.concat([tf.ones([tf.maximum(4 - rank, 0)], tf.int32), shape], 0)[-4:]
+        channel = tf.logical_or(tf.equal(rank, 4),
+                                tf.logical_and(tf.equal(rank, 3), tf.equal(four[3], 1)))
+        checks.append(tf.debugging.Assert(
+            tf.logical_or(tf.not_equal(rank, 4), tf.equal(four[3], 1)),
+            ["clahe: a 4-D input must have one channel, got shape", shape], summarize=8))
+        stack_shape = tf.where(channel, four[:3], four[1:])
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(stack_shape[1:] > 0), ["clahe: the image is empty, shape", shape],
+            summarize=8))
+        with tf.control_dependencies(checks):
+            batch = tf.reshape(image, stack_shape)
+        if image.dtype == tf.uint8:
+            out = _clahe_tf_batch(batch, clip, tiles_y, tiles_x)
+        else:
+            # 16-bit maps hold 65536 grey levels per tile (16 MiB of counts per image on
+            # an 8x8 grid): one image at a time bounds the memory whatever the batch
+            out = tf.map_fn(lambda one: _clahe_tf_batch(one[None], clip, tiles_y, tiles_x)[0],
+                            batch, parallel_iterations=1)
+        out = tf.reshape(out, shape)
+        out.set_shape(image.shape)
+        return out
+
+    return run
 
 
 def standardize(
