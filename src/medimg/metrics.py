@@ -48,6 +48,20 @@ def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
     the same formula). Two empty masks give 1.0 (the BraTS convention): nothing to find
     and nothing found is a perfect score, which the ``smooth`` term makes happen.
 
+    What each input may hold depends on its dtype, and is checked:
+
+    - ``bool``: a mask.
+    - integer: a hard mask, values 0 and 1 only (a label map with other values is
+      refused: compare one label at a time, ``label == k``, or use :func:`region_dice`).
+    - floating point: probabilities in ``[0, 1]`` (binary 0.0/1.0 masks included); a
+      value outside, NaN or inf is refused.
+
+    Two masks are counted (exact). Otherwise the sums are dot products in float32
+    (float64 when an input is float64), one cache-sized block at a time, accumulated in
+    float64: no product array is built, a block's float32 sums of 0/1 values are exact
+    integers, so binary float input gives exactly the result of the same masks as
+    ``bool``, and probabilities agree with a float64 computation to about 1e-7.
+
     Parameters
     ----------
     y_true, y_pred : numpy.ndarray or tf.Tensor
@@ -68,7 +82,9 @@ def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
     Raises
     ------
     InvalidImageError
-        The shapes differ.
+        The shapes differ; an integer input holds values other than 0 and 1; a float
+        input holds values outside ``[0, 1]`` or NaN/inf. Tensors are checked when
+        TensorFlow runs eagerly (inside ``tf.function`` the values are not known).
 
     Examples
     --------
@@ -78,11 +94,16 @@ def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
     """
     if is_tensor(y_true) or is_tensor(y_pred):
         tf = tensorflow()
-        t = tf.cast(y_true, tf.float32)
-        p = tf.cast(y_pred, tf.float32)
+        t = tf.convert_to_tensor(y_true)
+        p = tf.convert_to_tensor(y_pred)
         if t.shape.is_fully_defined() and p.shape.is_fully_defined() and t.shape != p.shape:
             raise InvalidImageError(
                 f"dice: y_true has shape {tuple(t.shape)} but y_pred {tuple(p.shape)}")
+        if tf.executing_eagerly():
+            _check_dice_tensor(t, "y_true")
+            _check_dice_tensor(p, "y_pred")
+        t = tf.cast(t, tf.float32)
+        p = tf.cast(p, tf.float32)
         intersection = tf.reduce_sum(t * p, axis=axis)
         total = tf.reduce_sum(t, axis=axis) + tf.reduce_sum(p, axis=axis)
         return (2.0 * intersection + smooth) / (total + smooth)
@@ -90,16 +111,118 @@ def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
     p = np.asarray(y_pred)
     if t.shape != p.shape:
         raise InvalidImageError(f"dice: y_true has shape {t.shape} but y_pred {p.shape}")
+    t = _check_dice_input(t, "y_true")
+    p = _check_dice_input(p, "y_pred")
     if t.dtype == bool and p.dtype == bool:
         # counting is faster and exact for masks
         intersection = np.count_nonzero(t & p, axis=axis)
         total = np.count_nonzero(t, axis=axis) + np.count_nonzero(p, axis=axis)
     else:
-        t = t.astype(np.float64, copy=False)
-        p = p.astype(np.float64, copy=False)
-        intersection = np.sum(t * p, axis=axis)
-        total = np.sum(t, axis=axis) + np.sum(p, axis=axis)
+        intersection, sum_true, sum_pred = _dot_sums(t, p, axis)
+        total = sum_true + sum_pred
     return (2.0 * intersection + smooth) / (total + smooth)
+
+
+def _dice_range_error(name: str, low: float, high: float, integer: bool) -> InvalidImageError:
+    if integer:
+        return InvalidImageError(
+            f"dice: {name} is an integer array, read as a hard mask, but holds values from "
+            f"{low:g} to {high:g}, not only 0 and 1; for a label map compare one label at a "
+            "time (label == k), or use region_dice for BraTS labels")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return InvalidImageError(f"dice: {name} holds NaN or infinite values")
+    return InvalidImageError(
+        f"dice: {name} holds values from {low:g} to {high:g}; probabilities (and 0.0/1.0 "
+        "masks) must lie in [0, 1]")
+
+
+def _check_dice_input(x: np.ndarray, name: str) -> np.ndarray:
+    """Validate one Dice input by its dtype; integer 0/1 masks come back as ``bool``.
+    Float inputs are range-checked block by block in :func:`_dot_sums` (one pass)."""
+    if x.dtype == bool or x.dtype.kind == "f":
+        return x
+    if x.dtype.kind in "iu":
+        if x.size:
+            low, high = x.min(), x.max()
+            if low < 0 or high > 1:
+                raise _dice_range_error(name, float(low), float(high), True)
+        # 0/1 bytes are valid bools: a view, no copy
+        return x.view(bool) if x.itemsize == 1 else x.astype(bool)
+    raise InvalidImageError(f"dice: {name} has dtype {x.dtype}; expected bool, integer 0/1 "
+                            "masks or floating-point probabilities")
+
+
+def _check_dice_tensor(x, name: str) -> None:
+    """The same rules for an eager tensor (two reductions on its device)."""
+    tf = tensorflow()
+    if x.dtype == tf.bool or tf.size(x) == 0:
+        return
+    if not (x.dtype.is_floating or x.dtype.is_integer):
+        raise InvalidImageError(f"dice: {name} has dtype {x.dtype.name}; expected bool, "
+                                "integer 0/1 masks or floating-point probabilities")
+    low, high = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+    if not (0 <= low and high <= 1):  # NaN fails too
+        raise _dice_range_error(name, low, high, x.dtype.is_integer)
+
+
+#: elements per block of the Dice dot products: small enough to stay in the CPU cache,
+#: and far below 2**24, so float32 sums of 0/1 values within a block are exact
+_DICE_BLOCK = 1 << 16
+
+
+def _dot_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
+    """``sum(t * p)``, ``sum(t)`` and ``sum(p)`` over ``axis`` (float64), computed as
+    float32 (float64 if an input is) dot products block by block; float inputs are
+    checked to lie in [0, 1] on the way (each block is read while it is in cache)."""
+    dtype = np.float64 if np.float64 in (t.dtype, p.dtype) else np.float32
+    ndim = t.ndim
+    if axis is None:
+        reduced = tuple(range(ndim))
+    else:
+        try:
+            reduced = tuple(sorted({int(a) % ndim for a in np.atleast_1d(axis)}))
+        except (TypeError, ValueError, ZeroDivisionError):
+            raise InvalidImageError(f"dice: axis {axis!r} is not valid for {ndim}-D input") \
+                from None
+    kept = tuple(a for a in range(ndim) if a not in reduced)
+    kept_shape = tuple(t.shape[a] for a in kept)
+    rows = int(np.prod(kept_shape, dtype=np.int64))
+    length = int(np.prod([t.shape[a] for a in reduced], dtype=np.int64))
+    # (kept, reduced) rows; a copy only when the reduced axes are not already the last
+    t2 = np.transpose(t, kept + reduced).reshape(rows, length)
+    p2 = np.transpose(p, kept + reduced).reshape(rows, length)
+    checks = [(name, a) for name, a in (("y_true", t2), ("y_pred", p2)) if a.dtype.kind == "f"]
+    sums = np.zeros((3, rows), np.float64)
+
+    def blocks():
+        """(row slice, column slice) blocks of about _DICE_BLOCK elements."""
+        if length <= 4096 and rows > 1:  # many short rows: several rows per block
+            step = max(1, _DICE_BLOCK // max(length, 1))
+            for first in range(0, rows, step):
+                yield slice(first, first + step), slice(None)
+        else:
+            for row in range(rows):
+                for first in range(0, length, _DICE_BLOCK):
+                    yield slice(row, row + 1), slice(first, first + _DICE_BLOCK)
+
+    for row_slice, column_slice in blocks():
+        for name, a in checks:
+            block = a[row_slice, column_slice]
+            if block.size and not (block.min() >= 0 and block.max() <= 1):  # NaN fails
+                finite = bool(np.all(np.isfinite(a)))
+                raise _dice_range_error(name, float(a.min()) if finite else float("nan"),
+                                        float(a.max()) if finite else float("nan"), False)
+        tb = t2[row_slice, column_slice].astype(dtype, copy=False)
+        pb = p2[row_slice, column_slice].astype(dtype, copy=False)
+        if tb.shape[0] == 1:  # one row: a BLAS dot product
+            sums[0, row_slice] += tb[0] @ pb[0]
+        else:
+            sums[0, row_slice] += np.einsum("ij,ij->i", tb, pb)
+        sums[1, row_slice] += tb.sum(axis=1)
+        sums[2, row_slice] += pb.sum(axis=1)
+    if not kept:
+        return sums[0, 0], sums[1, 0], sums[2, 0]
+    return tuple(s.reshape(kept_shape) for s in sums)
 
 
 def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
@@ -265,7 +388,8 @@ def region_dice(pred, truth, *, smooth: float = 1e-5) -> dict[str, float]:
     Parameters
     ----------
     pred, truth : numpy.ndarray, integer, same shape
-        Predicted and true label maps (values {0, 1, 2, 4} or {0, 1, 2, 3}).
+        Predicted and true label maps: BraTS labels {0, 1, 2, 4}, or the preprocessing
+        cache's {0, 1, 2, 3} (3 stands for 4, see :func:`brats_regions`).
     smooth : float
         As in :func:`dice`; a region absent from both gives 1.0 (BraTS convention).
 
@@ -277,14 +401,44 @@ def region_dice(pred, truth, *, smooth: float = 1e-5) -> dict[str, float]:
     Raises
     ------
     InvalidImageError
-        The shapes differ.
+        The shapes differ, or a map holds a value that is not a BraTS label (anything
+        but 0, 1, 2, 4, and 3 as the cache's code for 4; both 3 and 4 in one map is
+        ambiguous and refused too): such a voxel would silently count as background.
     """
     p = np.asarray(pred)
     t = np.asarray(truth)
     if p.shape != t.shape:
         raise InvalidImageError(f"region_dice: pred has shape {p.shape} but truth {t.shape}")
+    _check_brats_labels(p, "pred")
+    _check_brats_labels(t, "truth")
     scores = dice(brats_regions(t), brats_regions(p), axis=tuple(range(p.ndim)), smooth=smooth)
     return {name: float(score) for name, score in zip(BRATS_REGIONS, scores, strict=True)}
+
+
+def _check_brats_labels(label: np.ndarray, name: str) -> None:
+    """Refuse values that are not BraTS labels (0, 1, 2, 4, or the cache's 3 for 4)."""
+    if label.dtype == bool:  # labels 0 and 1 only
+        return
+    if label.dtype.kind not in "iu":
+        if label.dtype.kind != "f":
+            raise InvalidImageError(f"region_dice: {name} has dtype {label.dtype}; expected "
+                                    "integer BraTS labels {0, 1, 2, 4}")
+        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+            raise InvalidImageError(f"region_dice: {name} must hold integer labels "
+                                    f"(got {label.dtype} with non-integer or NaN values)")
+    if label.size == 0:
+        return
+    low, high = label.min(), label.max()
+    if low < 0 or high > 4:
+        bad = np.unique(label[(label < 0) | (label > 4)])[:5].tolist()
+        raise InvalidImageError(f"region_dice: {name} holds label(s) {bad}; BraTS labels are "
+                                "0, 1, 2 and 4 (3 is read as 4)")
+    # values 0..4 now: one count per value (a bincount of bytes, no sort)
+    counts = np.bincount(label.reshape(-1).astype(np.uint8, copy=False), minlength=5)
+    if counts[3] and counts[4]:
+        raise InvalidImageError(f"region_dice: {name} holds both label 3 and label 4; BraTS "
+                                "labels are 0, 1, 2 and 4 (3 is accepted only as the cache's "
+                                "code for 4, never beside it)")
 
 
 def _surface(mask):
@@ -320,7 +474,8 @@ def hausdorff95(a, b, spacing=None) -> float:
     Raises
     ------
     InvalidImageError
-        Shapes differ or ``spacing`` has the wrong length.
+        Shapes differ, or ``spacing`` has the wrong length or a value that is not a
+        finite positive number of millimetres.
     """
     from scipy import ndimage
 
@@ -328,10 +483,18 @@ def hausdorff95(a, b, spacing=None) -> float:
     b = np.asarray(b).astype(bool, copy=False)
     if a.shape != b.shape:
         raise InvalidImageError(f"hausdorff95: masks have shapes {a.shape} and {b.shape}")
-    spacing = (1.0,) * a.ndim if spacing is None else tuple(float(s) for s in spacing)
+    try:
+        spacing = (1.0,) * a.ndim if spacing is None else tuple(float(s) for s in spacing)
+    except (TypeError, ValueError):
+        raise InvalidImageError(
+            f"hausdorff95: spacing must be a sequence of numbers (mm), got {spacing!r}") \
+            from None
     if len(spacing) != a.ndim:
         raise InvalidImageError(
             f"hausdorff95: spacing has {len(spacing)} values for a {a.ndim}-D mask")
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InvalidImageError(
+            f"hausdorff95: spacing must be finite and positive (mm per voxel), got {spacing}")
     has_a, has_b = a.any(), b.any()
     if not has_a and not has_b:
         return 0.0
