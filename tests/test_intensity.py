@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
 from medimg.errors import InvalidImageError
-from medimg.intensity import clahe, dicom_window, window
+from medimg.intensity import clahe, dicom_window, standardize, window
 from medimg.io import dicom_pixels
 
 
@@ -356,3 +356,49 @@ def test_clahe_on_gpu_equals_opencv(rng):
     with tf.device("/GPU:0"):
         out16 = clahe(tf.constant(img16))
     np.testing.assert_array_equal(out16.numpy(), clahe(img16))
+
+
+# ---------------------------------------------------------------------------------------
+# standardize
+# ---------------------------------------------------------------------------------------
+
+
+def test_standardize_per_channel_with_mask(rng):
+    image = np.zeros((6, 7, 5, 3), np.float32)
+    mask = np.zeros((6, 7, 5), bool)
+    mask[1:5, 2:6, 1:4] = True
+    scales = np.array([1.0, 100.0, 0.01], np.float32)
+    image[mask] = rng.normal(10.0, 2.0, size=(mask.sum(), 3)) * scales
+    out = standardize(image, mask)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    np.testing.assert_allclose(out[mask].mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out[mask].std(0), 1.0, atol=1e-4)
+    for c in range(3):
+        inside = image[..., c][mask]
+        np.testing.assert_allclose(out[..., c], (image[..., c] - inside.mean()) / inside.std(),
+                                   rtol=1e-4, atol=1e-4)
+    filled = standardize(image, mask, fill_outside=0.0)
+    assert np.all(filled[~mask] == 0)
+    whole = standardize(image)
+    np.testing.assert_allclose(whole.reshape(-1, 3).mean(0), 0.0, atol=1e-4)
+    with pytest.raises(InvalidImageError, match="mask"):
+        standardize(image, np.ones((6, 7), bool))
+
+
+def test_standardize_constant_input_is_finite():
+    constant = np.full((4, 4, 4, 2), 7.0, np.float32)
+    out = standardize(constant)
+    assert np.all(np.isfinite(out)) and np.all(out == 0)
+    empty = standardize(constant, np.zeros((4, 4, 4), bool))
+    assert np.all(np.isfinite(empty))
+
+
+def test_standardize_tensor_agrees(rng):
+    tf = pytest.importorskip("tensorflow")
+    image = rng.normal(5.0, 3.0, size=(5, 5, 4, 2)).astype(np.float32)
+    mask = image[..., 0] > 4
+    np.testing.assert_allclose(standardize(tf.constant(image), tf.constant(mask),
+                                           fill_outside=0.0).numpy(),
+                               standardize(image, mask, fill_outside=0.0), atol=1e-5)
+    np.testing.assert_allclose(standardize(tf.constant(image)).numpy(), standardize(image),
+                               atol=1e-5)

@@ -306,16 +306,39 @@ def crop_or_pad(x: Any, shape: Sequence[int], *, value: float = 0) -> Any:
     return volume.with_array(out, affine @ shift)
 
 
+#: Interpolation order -> SimpleITK interpolator. 0 and 1 are nearest neighbour and
+#: (tri)linear, the same in every library; 2-5 are ITK's B-splines of that order.
+_SITK_INTERPOLATORS = {0: "sitkNearestNeighbor", 1: "sitkLinear", 2: "sitkBSpline2",
+                       3: "sitkBSpline3", 4: "sitkBSpline4", 5: "sitkBSpline5"}
+
+
 def resample(volume: Any, spacing: float | Sequence[float], order: int = 1) -> Any:
     """Resample a :class:`medimg.io.Volume` to a new voxel spacing, keeping its place.
 
     The new grid starts at the same first voxel centre and covers the same extent
     (``round(size * old_spacing / new_spacing)`` voxels per axis), so the affine
     gains the new voxel size and keeps its origin and directions: the result
-    overlays the input in any viewer. Interpolation is SciPy's spline of ``order``
-    (0 nearest, for labels; 1 linear; 3 cubic), sampling the same points as
-    SimpleITK's ``Resample`` on that grid (tests check they agree). Samples up to
-    half a voxel past the last input voxel take the edge value.
+    overlays the input in any viewer, whatever the affine (flipped, permuted,
+    oblique or sheared axes): output voxel ``i`` samples input voxel coordinate
+    ``i * new_spacing / old_spacing`` per axis.
+
+    SimpleITK's resampler does the work (multi-threaded; the array is handed over
+    without a transpose and the grid is set in voxel units, so no direction matrix
+    or rounding of world coordinates enters). Samples beyond the
+    last input voxel centre take the nearest voxel's value (the edge), as SciPy's
+    ``mode="nearest"`` does.
+
+    Interpolation by ``order``, honestly:
+
+    - 0: nearest neighbour (labels); ``sitkNearestNeighbor``. The same voxels as
+      SciPy's order 0; a sample exactly half-way between two voxels takes the
+      upper one in both.
+    - 1: trilinear; ``sitkLinear``. Equals SciPy's order 1 to float32 rounding.
+    - 2-5: ITK's B-spline of that order (``sitkBSpline2``..``sitkBSpline5``), the
+      same interpolating spline as SciPy's ``order``, with SciPy's border rule
+      (the volume is extended by 12 edge voxels before the mirror-boundary spline
+      coefficients are computed, as SciPy does for ``mode="nearest"``); equal to
+      SciPy to float32 rounding.
 
     Parameters
     ----------
@@ -324,14 +347,20 @@ def resample(volume: Any, spacing: float | Sequence[float], order: int = 1) -> A
     spacing : float or sequence of 3 float
         Target voxel size in mm.
     order : int
-        Spline order, 0 to 5.
+        Interpolation order, 0 to 5 (above).
 
     Returns
     -------
     medimg.io.Volume
         Order 0 keeps the dtype; higher orders return float32.
+
+    Raises
+    ------
+    InvalidImageError
+        Not a Volume, a spacing that is not positive and finite, an order outside
+        0-5, or a dtype SimpleITK cannot hold (complex, object).
     """
-    from scipy import ndimage
+    import SimpleITK as sitk
 
     from .io.volume import Volume
 
@@ -348,17 +377,64 @@ def resample(volume: Any, spacing: float | Sequence[float], order: int = 1) -> A
     in_shape = np.asarray(volume.shape[:3])
     out_shape = tuple(int(s) for s in np.maximum(1, np.round(in_shape / ratio)))
     array = np.asarray(volume.array)
-    out_dtype = array.dtype if order == 0 else np.float32
-    work = array if order == 0 else array.astype(np.float32, copy=False)
-
-    def one(channel: np.ndarray) -> np.ndarray:
-        return ndimage.affine_transform(channel, ratio, output_shape=out_shape, order=order,
-                                        mode="nearest", output=out_dtype)
-
-    if array.ndim == 4:
-        out = np.stack([one(work[..., c]) for c in range(array.shape[3])], axis=-1)
+    if array.dtype.kind not in "biuf":
+        raise InvalidImageError(f"resample: dtype {array.dtype} cannot be resampled")
+    if order == 0:
+        # bool and float16 have no SimpleITK pixel type: resample a stand-in, cast back
+        work = array.view(np.uint8) if array.dtype == bool else (
+            array.astype(np.float32) if array.dtype == np.float16 else array)
     else:
-        out = one(work)
+        work = array.astype(np.float32, copy=False)
+    channels = array.ndim == 4
+    interpolator = getattr(sitk, _SITK_INTERPOLATORS[order])
+
+    # Borders as SciPy's mode="nearest": samples past the last voxel centre take the
+    # edge value. Linear: one replicated voxel at the high end of an axis that is
+    # sampled past its last centre keeps every sample inside ITK's buffer (ITK would
+    # switch to nearest neighbour on all axes there). B-splines: 12 replicated voxels
+    # on every side, then ITK's mirror-boundary coefficients, which is exactly how
+    # SciPy builds its mode="nearest" spline (scipy.ndimage._prepad_for_spline_filter).
+    last = (np.asarray(out_shape) - 1) * ratio
+    if order == 0:
+        low, high = np.zeros(3, int), np.zeros(3, int)
+    elif order == 1:
+        low, high = np.zeros(3, int), (last > in_shape - 1).astype(int)
+    else:
+        low = high = np.full(3, 12)
+
+    def run(data: np.ndarray, is_vector: bool) -> np.ndarray:
+        if low.any() or high.any():
+            pad = list(zip(low, high, strict=True)) + [(0, 0)] * (data.ndim - 3)
+            data = np.pad(data, pad, mode="edge")
+        # A C-ordered (x, y, z) array read by SimpleITK is an image whose first axis is
+        # our z: hand it over as is and reverse the per-axis sizes and spacings instead.
+        # In voxel units (input spacing 1, identity directions, the input's origin at
+        # minus its padding) the output voxel i samples input coordinate i * ratio,
+        # exactly the grid above.
+        image = sitk.GetImageFromArray(np.ascontiguousarray(data), isVector=is_vector)
+        image.SetOrigin([-float(p) for p in low[::-1]])
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetSize([int(s) for s in out_shape[::-1]])
+        resampler.SetOutputSpacing([float(r) for r in ratio[::-1]])
+        if order == 0:
+            # A sample exactly half-way between two voxels (ratio 1.5: every other one)
+            # takes the upper voxel in SciPy; ITK rounds half up too but computes the
+            # position with rounding errors of ~1e-14 voxel along a row, so ties fell
+            # either way. A shift of 1e-9 voxel settles them upwards.
+            resampler.SetOutputOrigin([1e-9] * 3)
+        resampler.SetInterpolator(interpolator)
+        resampler.SetUseNearestNeighborExtrapolator(True)
+        resampler.SetOutputPixelType(image.GetPixelID())
+        return sitk.GetArrayFromImage(resampler.Execute(image))
+
+    if channels and order <= 1:  # one pass over a vector image
+        out = run(work, True)
+    elif channels:  # ITK's B-splines take scalar images: one channel at a time
+        out = np.stack([run(work[..., c], False) for c in range(array.shape[3])], axis=-1)
+    else:
+        out = run(work, False)
+    if out.dtype != array.dtype and order == 0:
+        out = out.view(bool) if array.dtype == bool else out.astype(array.dtype)
     affine = volume.affine @ np.diag([*ratio, 1.0])
     return volume.with_array(out, affine)
 
