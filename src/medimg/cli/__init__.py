@@ -31,7 +31,7 @@ VERBS: dict[tuple[str, str], tuple[str, Callable[[argparse.ArgumentParser], None
 
 #: modules that register task verbs (imported when the parser is built)
 VERB_MODULES: tuple[str, ...] = ("medimg.cli.segmentation", "medimg.cli.classification",
-                                 "medimg.commands")
+                                 "medimg.cli.spine")
 
 
 def register(verb: str, dataset: str, help_text: str,

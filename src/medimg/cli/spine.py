@@ -1,0 +1,148 @@
+"""Spine verbs: the VerSe chapter's pipeline (the generic segmentation pipeline in 2-D on
+sagittal slices, through :mod:`medimg.tasks.spine`).
+
+``medimg prepare verse [--data ROOT]``
+    find the scans, split them by subject (VerSe's folders when they hold all three
+    parts), fingerprint, plan and preprocess the training and validation scans into
+    the keyed cache; writes ``plan.json``.
+``medimg train verse [--data ROOT] [--out DIR]``
+    the above, then train the 2-D U-Net, predict the test scans on their own grids and
+    score them (Dice with a 95% interval over scans); writes ``DIR/model.keras`` and
+    ``DIR/plan.json``.
+``medimg predict verse --model DIR/model.keras --scan CT --out OUT.nii.gz``
+    segment one CT; the mask is written on the CT's own grid with its affine.
+
+Handlers import TensorFlow only when they run, so ``medimg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import profile_argument, register
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", "--root", dest="data", default=None,
+                        help="VerSe folder (default: the config's data root, or synthetic "
+                             "data generated as the notebooks would)")
+    profile_argument(parser)
+    parser.add_argument("--config", default=None,
+                        help="a segmentation config YAML (default: configs/verse.yaml)")
+
+
+def _config(args: argparse.Namespace):
+    from ..config import load_config
+
+    return load_config(args.config or "verse", args.profile)
+
+
+def _positive_epochs(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"epochs must be at least 1, got {number}")
+    return number
+
+
+def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--out", default=None,
+                        help="where plan.json goes (default: the config's output_dir/<profile>)")
+
+
+@register("prepare", "verse",
+          "split the VerSe scans by subject, plan the 2-D pipeline and cache the scans",
+          _prepare_arguments)
+def _prepare(args: argparse.Namespace) -> int:
+    from ..tasks import segmentation, spine
+
+    cfg = _config(args)
+    prepared = segmentation.prepare(cfg, data=args.data, out=args.out,
+                                    adapter=spine.adapter_for(cfg))
+    manifest = prepared.manifest
+    counts = manifest["status"].value_counts().to_dict()
+    parts = prepared.cases["split"].value_counts().to_dict()
+    print(f"split ({prepared.cases.attrs.get('split_source', 'by subject')}): "
+          + ", ".join(f"{parts.get(name, 0)} {name}" for name in ("train", "validation", "test"))
+          + " scans")
+    print(f"{manifest.attrs['cache_dir']}: " + ", ".join(f"{n} {s}" for s, n in
+                                                          sorted(counts.items())))
+    for row in manifest[manifest["status"] == "error"].itertuples():
+        print(f"  {row.item}: {row.error}")
+    print(prepared.plan.summary().to_string())
+    print(f"plan: {prepared.out / 'plan.json'}")
+    return 1 if counts.get("error") else 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--out", default=None,
+                        help="model, plan, logs and test predictions (default: the config's "
+                             "output_dir/<profile>)")
+    parser.add_argument("--epochs", type=_positive_epochs, default=None,
+                        help="maximum epochs (default: the config's train.epochs)")
+
+
+@register("train", "verse",
+          "train the 2-D spine U-Net on sagittal slices and score the test scans",
+          _train_arguments)
+def _train(args: argparse.Namespace) -> int:
+    from ..tasks import segmentation, spine
+
+    cfg = _config(args)
+    result = segmentation.run(cfg, data=args.data, out=args.out, epochs=args.epochs,
+                              adapter=spine.adapter_for(cfg))
+    counts = result["cases"]["split"].value_counts().to_dict()
+    print("scans: " + ", ".join(f"{counts.get(name, 0)} {name}"
+                                for name in ("train", "validation", "test")))
+    summary = result["summary"]
+    if len(summary):
+        for label, row in summary.iterrows():
+            print(f"test Dice {label}: {row.dice:.3f} (95% CI {row.dice_low:.3f}-"
+                  f"{row.dice_high:.3f}, n={row.n_cases} test scans); HD95 median "
+                  f"{row.hd95_median_mm:.1f} mm")
+    else:
+        print("no test scan held out: nothing scored")
+    print(f"model: {result['model_path']}\nplan: {result['plan_path']}\n"
+          f"predictions: {result['out'] / 'predictions'}\n"
+          f"{len(result['history'])} epochs, {result['train_seconds']:.0f} s of training")
+    return 0
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True,
+                        help="model.keras from medimg train verse (plan.json beside it)")
+    parser.add_argument("--scan", required=True, help="CT NIfTI (*_ct.nii.gz), in HU")
+    parser.add_argument("--out", required=True,
+                        help="output mask (.nii or .nii.gz), on the CT's grid and affine")
+    parser.add_argument("--max-oblique-deg", type=float, default=30.0,
+                        help="refuse scans whose voxel axes are more oblique than this "
+                             "(default 30)")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per network call")
+
+
+@register("predict", "verse", "segment the spine of one CT scan, written as NIfTI on its grid",
+          _predict_arguments)
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..errors import ConfigError
+    from ..tasks import segmentation, spine
+
+    out = Path(args.out)
+    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
+        raise ConfigError("--out must end in .nii or .nii.gz", out)
+    spine.check_scan(args.scan, max_oblique_deg=args.max_oblique_deg)
+    model, plan = segmentation.load_model(args.model)
+    if plan.dataset.get("layout") != "verse" or plan.dimensionality != "2d":
+        raise ConfigError(f"the model was trained on {plan.dataset.get('name')!r} "
+                          f"({plan.dimensionality}), not on VerSe sagittal slices "
+                          "(train one with medimg train verse)", args.model)
+    volume = segmentation.predict_files(model, plan, [args.scan], out,
+                                        batch_size=args.batch_size)
+    values, counts = np.unique(volume.array, return_counts=True)
+    print(f"{out}: shape {volume.shape}, voxels per label "
+          f"{dict(zip(values.tolist(), counts.tolist(), strict=True))} "
+          f"({volume.meta.get('seconds', 0):.1f} s)")
+    return 0
