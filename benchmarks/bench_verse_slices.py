@@ -5,9 +5,10 @@ to the closest canonical orientation, cut every sagittal slice, resize it with P
 in the bone window as 8 bits and write one PNG per slice (and one per label slice); every
 epoch then opens and decodes every PNG again.
 
-medimg: :func:`medimg.datasets.verse.build_slice_cache` (reorientation, in-plane
-resampling with OpenCV over whole slice stacks, int16 HU kept, one ``.npy`` pair per scan,
-parallel over scans) once; an epoch reads the memory-mapped arrays.
+medimg: the generic segmentation pipeline's preprocessing as the spine chapter runs it
+(:func:`medimg.tasks.segmentation.preprocess` with a 2-D sagittal plan through the VerSe
+adapter: canonical orientation, in-plane resampling of whole volumes, CT normalised, one
+chunked HDF5 file per scan, parallel over scans) once; an epoch reads the HDF5 arrays.
 
 Two rows, slices/s: extraction (NIfTI -> files on disk) and loading one epoch (files ->
 arrays in memory). Run: ``python benchmarks/bench_verse_slices.py [--quick]``.
@@ -23,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from harness import compare, emit, parser
 
-from medimg.datasets import verse
 from medimg.synthetic.verse import make_verse
+from medimg.tasks import segmentation, spine
 
 SPACING_MM = 1.0
 WINDOW = (400.0, 1800.0)
@@ -65,12 +66,13 @@ def textbook_load(folder: Path) -> int:
     return len(images)
 
 
-def medimg_load(index) -> int:
+def medimg_load(manifest) -> int:
     n = 0
-    for images, labels in verse.load_cached_slices(index):
-        for i in range(len(images)):
-            np.asarray(images[i]).copy()
-            np.asarray(labels[i]).copy()
+    for path in segmentation.cached_cases(manifest).path:
+        image, label, _ = segmentation.read_case(path)
+        for i in range(len(image)):
+            np.asarray(image[i]).copy()
+            np.asarray(label[i]).copy()
             n += 1
     return n
 
@@ -81,8 +83,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-verse-") as tmp:
         tmp = Path(tmp)
         make_verse(tmp / "data", n_scans, seed=0, n_jobs=-1)
-        subjects = verse.find_subjects(tmp / "data")
-        subjects = subjects[subjects.has_mask]
+        cases = spine.find_cases(tmp / "data")
+        labelled = cases[cases.label.notna()]
+        labelled.attrs.update(cases.attrs)
+        subjects = labelled.rename(columns={"case": "scan", "label": "mask_path"}).assign(
+            ct_path=[images[0] for images in labelled.images])
+        plan = segmentation.make_plan(
+            segmentation.fingerprint(labelled, n_jobs=-1, progress=False), dimensionality="2d",
+            slice_axis="sagittal", target_spacing=[SPACING_MM] * 3, crop_to_nonzero=False,
+            patch_shape=[64, 64])
         counter = itertools.count()
 
         def fresh(name: str) -> Path:
@@ -96,20 +105,19 @@ def main() -> None:
 
         def run_medimg_extract():
             out = fresh("cache")
-            verse.build_slice_cache(subjects, out, spacing_mm=SPACING_MM, n_jobs=-1,
-                                    progress=False)
+            segmentation.preprocess(labelled, plan, out, n_jobs=-1, progress=False)
             shutil.rmtree(out)
 
         n_slices = textbook_extract(subjects, tmp / "png-kept")
-        index = verse.build_slice_cache(subjects, tmp / "cache-kept", spacing_mm=SPACING_MM,
-                                        n_jobs=-1, progress=False)
-        assert int(index.n_slices.sum()) == n_slices
+        manifest = segmentation.preprocess(labelled, plan, tmp / "cache-kept", n_jobs=-1,
+                                           progress=False)
+        assert medimg_load(manifest) == n_slices
         emit(compare("verse slices: extraction (NIfTI -> slice files)", run_textbook_extract,
                      run_medimg_extract, items=n_slices, repeats=args.repeats,
-                     note=f"{n_scans} scans, PNG per slice vs .npy cache, 2 processes"))
+                     note=f"{n_scans} scans, PNG per slice vs HDF5 cache, 2 processes"))
         emit(compare("verse slices: loading one epoch", lambda: textbook_load(tmp / "png-kept"),
-                     lambda: medimg_load(index), items=n_slices, repeats=args.repeats,
-                     note="PIL decode of every PNG vs memory-mapped .npy"))
+                     lambda: medimg_load(manifest), items=n_slices, repeats=args.repeats,
+                     note="PIL decode of every PNG vs HDF5 case files"))
 
 
 if __name__ == "__main__":
