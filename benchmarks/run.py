@@ -1,6 +1,12 @@
 """Run every ``benchmarks/bench_*.py`` and print one table (``make bench``).
 
 Usage: ``python benchmarks/run.py [--quick] [NAME ...]``
+
+The table shows, per stage, items/s of the textbook approach and of medimg, their
+ratio, and a peers column: for each peer library (MONAI, TorchIO, kornia) medimg's
+speed relative to it (``2.0x``: medimg twice as fast) and what was checked to agree,
+or "not installed". Run it with the side environment of ``benchmarks/README.md``
+(``.venv-peers/bin/python benchmarks/run.py``) to fill the peers column.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import MARKER
+from harness import MARKER, PEER_MODULES, format_peers, peer_version
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,11 +43,14 @@ def main() -> int:
         if proc.returncode != 0:
             failed.append(script.name)
             print(proc.stderr[-3000:], file=sys.stderr)
-    header = f"{'stage':<48} {'textbook/s':>12} {'medimg/s':>12} {'ratio':>8}"
-    print("\n" + header + "\n" + "-" * len(header))
+    installed = [peer_version(name) or f"{name} not installed" for name in PEER_MODULES]
+    header = f"{'stage':<48} {'textbook/s':>12} {'medimg/s':>12} {'ratio':>8}  peers"
+    print(f"\npeers: {', '.join(installed)} (peer ratio = medimg speed / peer speed)")
+    print(header + "\n" + "-" * len(header))
     for r in rows:
         print(f"{r['stage']:<48} {r['textbook_items_per_s']:>12.3g} "
-              f"{r['medimg_items_per_s']:>12.3g} {r['ratio']:>7.1f}x")
+              f"{r['medimg_items_per_s']:>12.3g} {r['ratio']:>7.1f}x  "
+              f"{format_peers(r.get('peers', [])) or '-'}")
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
