@@ -278,6 +278,32 @@ def _file_truncation(ds: Any) -> str | None:
     return _truncation(getattr(ds, "filename", None))
 
 
+def _quietly_truncated(ds: Any) -> bool:
+    """Truncations pydicom reads without a word: the last element cut short, the
+    encapsulated Pixel Data without its end (the last fragment or the delimiter
+    missing), a deflated data set whose stream stops early."""
+    if _last_element_short(ds):
+        return True
+    path = getattr(ds, "filename", None)
+    if not isinstance(path, str | os.PathLike):
+        return False
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if syntax == "1.2.840.10008.1.2.1.99":
+        return _truncation(path) is not None
+    if "PixelData" not in ds:
+        return False
+    raw = ds.get_item(0x7FE00010)
+    tell, value = getattr(raw, "value_tell", None), getattr(raw, "value", None)
+    if getattr(raw, "length", None) != 0xFFFFFFFF or tell is None or not isinstance(value, bytes):
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    return tell + len(value) + 8 > size  # no room left for the sequence delimiter
+
+
 def _image_object(ds: Any) -> str:
     """What says ``ds`` is an image ('a CT Image Storage object', 'the header describes a
     64x64 image'), or '' when nothing does."""
@@ -394,14 +420,42 @@ def _stored_range(ds: Any) -> tuple[float, float]:
     return 0.0, 2.0**bits - 1
 
 
+def _rescale(ds: Any, values: Mapping[str, Any] | None = None) -> tuple[float, float]:
+    """(Rescale Slope, Rescale Intercept): from ``values`` (a frame's functional groups)
+    first, else the top level; (1, 0) when absent.
+
+    Raises
+    ------
+    InvalidImageError
+        A value that is not a finite number (it would make every pixel NaN or inf).
+    """
+    values = values or {}
+    result = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        raw = values.get(keyword, ds.get(keyword))
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            result.append(default)
+            continue
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not np.isfinite(number) or (keyword == "RescaleSlope" and number == 0):
+            where = getattr(ds, "filename", None) or "<dataset>"
+            raise InvalidImageError(f"{keyword} is {str(raw)!r}, expected a finite number"
+                                    + (" other than 0" if keyword == "RescaleSlope" else ""),
+                                    where)
+        result.append(number)
+    return result[0], result[1]
+
+
 def _modality_range(ds: Any) -> tuple[float, float]:
     """Range of values after the Modality LUT (what MONOCHROME1 inversion mirrors)."""
     if ds.get("ModalityLUTSequence"):
         bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
         return 0.0, 2.0**bits - 1
     low, high = _stored_range(ds)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    slope, intercept = _rescale(ds)
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return ends[0], ends[1]
 
@@ -468,10 +522,10 @@ def _decode(ds: Any, where: Any) -> np.ndarray:
                               "before its Pixel Data", where)
         raise DecodeError("no pixel data (the file holds no image, or it was read "
                           "with header_only=True)", where)
-    _check_native_length(ds, where)
-    if _last_element_short(ds):
+    if _quietly_truncated(ds):  # before anything converts the raw elements it looks at
         reason = _file_truncation(ds) or "the last element is shorter than it declares"
         raise DecodeError(f"truncated: {reason}", where)
+    _check_native_length(ds, where)
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     plugin = ""
@@ -570,11 +624,7 @@ class _Header:
 
 def _frame_rescale(ds: Any, frame: int) -> tuple[float, float]:
     """(slope, intercept) of the frame's Pixel Value Transformation (1, 0 when absent)."""
-    values = _frame_values(ds, frame)
-    slope = values.get("RescaleSlope", ds.get("RescaleSlope", 1.0))
-    intercept = values.get("RescaleIntercept", ds.get("RescaleIntercept", 0.0))
-    return float(slope if slope not in (None, "") else 1.0), \
-        float(intercept if intercept not in (None, "") else 0.0)
+    return _rescale(ds, _frame_values(ds, frame))
 
 
 _VOI_KEYWORDS = ("PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "BitsStored",
@@ -744,8 +794,7 @@ def dicom_pixels(
     else:
         image = stored.astype(np.float32)
         if modality_lut:
-            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            slope, intercept = _rescale(ds)
             if slope != 1.0:
                 image *= np.float32(slope)
             if intercept != 0.0:
@@ -1346,7 +1395,7 @@ def _metadata_row(path: str, *, fields: tuple[tuple[int, str], ...], pixel_stats
     if pixel_stats:
         try:
             row.update(_pixel_statistics(ds))
-        except DecodeError as exc:
+        except InvalidImageError as exc:  # DecodeError included
             row["error"] = exc.detail
     row["issues"] = "; ".join(flags) if flags else None
     return row
@@ -1369,8 +1418,7 @@ def _pixel_statistics(ds: Any) -> dict[str, float]:
     if simple:
         stored = _decode(ds, where)
         if stored.ndim == 2 and stored.dtype in (np.uint8, np.uint16, np.int16, np.float32):
-            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-            intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+            slope, intercept = _rescale(ds)
             a, b = slope, intercept
             if photometric == "MONOCHROME1":
                 low, high = _modality_range(ds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,9 @@ READABLE_FORMATS = "NIfTI-1/2 (.nii, .nii.gz, .hdr/.img), Analyze 7.5, MGH/MGZ, 
 
 
 def _is_gzip(path: Path) -> bool:
+    """Gzip by its magic bytes, or by a name that says so (a damaged magic is damage)."""
+    if path.name.lower().endswith((".gz", ".mgz")):
+        return True
     with open(path, "rb") as handle:
         return handle.read(2) == _GZIP_MAGIC
 
@@ -150,6 +154,15 @@ def _gunzip_verified(path: str | os.PathLike) -> bytes:
 def _nifti_error(path: Path, exc: BaseException) -> DecodeError:
     if isinstance(exc, EOFError | zlib.error) or "compressed file ended" in str(exc).lower():
         return DecodeError("file is truncated or its gzip stream is corrupt", path)
+    short = re.search(r"Expected (\d+) bytes, got (\d+) bytes(?: from (.+))?$", str(exc))
+    if short or "mmap length is greater than file size" in str(exc):
+        holder = "the file"
+        if short and short.group(3) and Path(short.group(3).strip()).name != path.name:
+            holder = Path(short.group(3).strip()).name  # the data file of a pair (.img, .BRIK)
+        detail = (f": the header asks for {int(short.group(1)):,} bytes of voxels, {holder} "
+                  f"holds {int(short.group(2)):,}" if short else "")
+        return DecodeError(f"truncated, or its header describes more data than it holds{detail}",
+                           path)
     text = str(exc).strip().splitlines()
     return DecodeError(f"cannot read the image ({type(exc).__name__}: "
                        f"{text[0] if text else ''})", path)
@@ -274,12 +287,18 @@ def read_nifti(
         raise
     except Exception as exc:
         raise _nifti_error(path, exc) from exc
+    while array.ndim > 4 and array.shape[-1] == 1:  # dim[0] larger than the data needs
+        array = array[..., 0]
     if array.ndim == 5 and array.shape[3] == 1:  # (x, y, z, t=1, c) vector images
         array = array[:, :, :, 0, :]
     if array.ndim == 2:
         array = array[:, :, np.newaxis]
     if array.ndim not in (3, 4):
         raise InvalidImageError(f"image has shape {array.shape}, expected 3-D or 4-D", path)
+    if array.size == 0:
+        raise InvalidImageError(f"image has no voxels (shape {array.shape})", path)
+    if not np.all(np.isfinite(affine)):
+        raise InvalidImageError("the affine (sform/qform) is not finite", path)
     meta = {
         "path": str(path),
         "format": format_name,
