@@ -18,6 +18,7 @@ Handlers import TensorFlow only when they run, so ``medimg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from . import profile_argument, register
@@ -99,9 +100,10 @@ def _train(args: argparse.Namespace) -> int:
     summary = result["summary"]
     if len(summary):
         for label, row in summary.iterrows():
-            print(f"test Dice {label}: {row.dice:.3f} (95% CI {row.dice_low:.3f}-"
-                  f"{row.dice_high:.3f}, n={row.n_cases} test scans); HD95 median "
-                  f"{row.hd95_median_mm:.1f} mm")
+            interval = (f"95% CI {row.dice_low:.3f} to {row.dice_high:.3f}"
+                        if math.isfinite(row.dice_low) else "no interval from one scan")
+            print(f"test Dice {label}: {row.dice:.3f} ({interval}, n = {int(row.n_cases)} "
+                  f"test scans); HD95 median {row.hd95_median_mm:.1f} mm")
     else:
         print("no test scan held out: nothing scored")
     print(f"model: {result['model_path']}\nplan: {result['plan_path']}\n"
