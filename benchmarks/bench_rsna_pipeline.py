@@ -4,8 +4,8 @@ Textbook (as in many tutorials): every epoch iterates the DataFrame row by row, 
 and decodes each DICOM again, resamples to 1 mm with ``scipy.ndimage.zoom`` (cubic
 spline), resizes to the network input with cubic interpolation, applies CLAHE and
 yields batches. medimg: ``rsna.build_cache`` decodes, resizes once (area averaging,
-one interpolation) and applies CLAHE once, in parallel, into a uint8 array; every epoch
-then reads ``rsna.dataset`` (gather, convert, prefetch).
+one interpolation) and applies CLAHE once, in parallel, into uint8 files read once into
+memory; every epoch then reads ``classification.make_dataset`` (gather, convert, prefetch).
 
 Two stages, each measured in the same run, interleaved:
 
@@ -71,19 +71,23 @@ def main() -> None:
     from medimg.datasets import rsna
     from medimg.io import dicom_metadata
     from medimg.synthetic.rsna import make_rsna
+    from medimg.tasks import classification, pneumonia
 
     work = Path(tempfile.mkdtemp(prefix="medimg-bench-rsna-"))
     try:
         root = make_rsna(work / "data", n, seed=0, n_test_patients=0, progress=False)
         patients = rsna.patients(rsna.load_labels(root))
-        table = rsna.feature_table(patients, dicom_metadata(patients.path, progress=False))
+        table = pneumonia.feature_table(patients, dicom_metadata(patients.path, progress=False))
         shape = (args.size, args.size)
         cache = rsna.build_cache(table, work / "cache", image_shape=shape, progress=False)
-        ds = rsna.dataset(cache, table, batch_size=args.batch, shuffle=True, seed=0)
+        ds = classification.make_dataset(
+            cache.images_for(table.patientId),
+            table[list(pneumonia.FEATURE_COLUMNS)].to_numpy(np.float32),
+            table.Target.to_numpy(np.float32), batch_size=args.batch, shuffle=True, seed=0)
 
         def textbook_epoch():
             return sum(len(t) for _, t in textbook_generator(table, args.size, args.batch,
-                                                                 rsna.FEATURE_COLUMNS))
+                                                                 pneumonia.FEATURE_COLUMNS))
 
         def medimg_epoch():
             return sum(int(t.shape[0]) for _, t in ds)
