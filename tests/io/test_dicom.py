@@ -911,3 +911,26 @@ def test_header_table_hides_by_tag_private_tags_and_profile_attributes(tmp_path)
     shown = header_table(ds, ["PatientName"], allow_identifying=True)
     assert shown.value[0] == "Doe^Jane"
     assert header_table(ds, ["Modality"], hide=[(0x0008, 0x0060)]).value[0] == "<hidden>"
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "abc", "0"])
+def test_impossible_rescale_slope_is_refused(tmp_path, value):
+    ds = pydicom.dcmread(_path("CT_small.dcm"))
+    del ds.RescaleSlope
+    ds.add_new(0x00281053, "LO", value)  # a damaged DS, stored as text
+    ds.save_as(tmp_path / "slope.dcm", enforce_file_format=True)
+    with pytest.raises(InvalidImageError, match="RescaleSlope") as info:
+        dicom_pixels(tmp_path / "slope.dcm")
+    assert "slope.dcm" in str(info.value)
+
+
+def test_encapsulated_data_without_its_end_is_truncated(tmp_path):
+    data = Path(_path("JPEG2000.dcm")).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-4])  # only the sequence delimiter lost
+    with pytest.raises(DecodeError, match="truncated"):
+        dicom_pixels(tmp_path / "cut.dcm")
+
+
+def test_header_table_unknown_keyword_is_a_clear_error():
+    with pytest.raises(ConfigError, match="NotAKeyword"):
+        header_table(pydicom.dcmread(_path("CT_small.dcm")), ["NotAKeyword"])

@@ -378,3 +378,23 @@ def test_corrupt_mgz_is_a_decode_error(tmp_path):
     (tmp_path / "bad.mgz").write_bytes(bytes(data))
     with pytest.raises(DecodeError, match="bad.mgz"):
         read_nifti(tmp_path / "bad.mgz")
+
+
+def test_truncated_nii_says_truncated(tmp_path, rng):
+    plain = _save(rng.normal(size=(16, 16, 16)).astype(np.float32), np.eye(4), tmp_path / "p.nii")
+    short = tmp_path / "short.nii"
+    short.write_bytes(plain.read_bytes()[:5000])
+    with pytest.raises(DecodeError, match=r"short\.nii.*truncated"):
+        read_nifti(short)
+
+
+def test_extra_singleton_dimensions_are_dropped_and_bad_geometry_refused(tmp_path, rng):
+    array = rng.integers(0, 9, size=(4, 5, 6, 1, 1, 1)).astype(np.int16)
+    path = _save(array, LPS, tmp_path / "six.nii")
+    volume = read_nifti(path, canonical=False)
+    assert volume.shape == (4, 5, 6, 1)  # trailing length-1 axes beyond the 4th are dropped
+    np.testing.assert_array_equal(volume.array, array[..., 0, 0])
+    nan_affine = LPS.copy()
+    nan_affine[0, 0] = np.nan
+    with pytest.raises(InvalidImageError, match=r"nan\.nii.*not finite"):
+        read_nifti(_save(array[..., 0, 0, 0], nan_affine, tmp_path / "nan.nii"))

@@ -1695,7 +1695,13 @@ def header_table(ds: Any, keywords: Sequence[Any] | None = None, *,
     """
     import pandas as pd
 
-    hidden = {parse_tag(h) for h in hide}
+    def tag_of(name: Any) -> int:
+        try:
+            return parse_tag(name)
+        except ValueError as exc:
+            raise ConfigError(f"header_table: {exc}") from None
+
+    hidden = {tag_of(h) for h in hide}
     rows = []
     meta = getattr(ds, "file_meta", None)
     if keywords is None:
@@ -1703,7 +1709,7 @@ def header_table(ds: Any, keywords: Sequence[Any] | None = None, *,
     else:
         elements = []
         for name in keywords:
-            tag = parse_tag(name)
+            tag = tag_of(name)
             holder = meta if meta is not None and tag >> 16 == 0x0002 else ds
             if tag in holder:
                 elements.append(holder[tag])
