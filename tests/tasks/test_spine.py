@@ -415,3 +415,21 @@ def test_verse_verbs_are_registered():
         with pytest.raises(SystemExit) as done:
             parser.parse_args([verb, "verse", "-h"])
         assert done.value.code == 0
+
+
+def test_vertebrae_target_plans_one_class_per_label(root, tmp_path):
+    table = spine.find_cases(root, target="vertebrae")
+    labelled = table[table.label.notna()].head(2)
+    labelled.attrs.update(table.attrs)
+    prints = segmentation.fingerprint(labelled, n_jobs=1, progress=False)
+    plan = segmentation.make_plan(prints, dimensionality="2d", slice_axis="sagittal",
+                                  target_spacing=[2.0, 2.0, 2.0], patch_shape=[16, 16],
+                                  max_depth=2)
+    assert plan.activation == "softmax" and plan.class_values == list(range(29))
+    assert plan.outputs[28] == "T13" and plan.outputs[0] == "background"
+    manifest = segmentation.preprocess(labelled, plan, tmp_path, n_jobs=1, progress=False)
+    assert (manifest.status == "ok").all()
+    _, codes, _ = segmentation.read_case(segmentation.cached_cases(manifest).path.iloc[0])
+    truth = read_nifti(labelled.label.iloc[0])
+    # class code k is VerSe label k: the levels survive preprocessing
+    assert set(np.unique(codes)) <= set(np.unique(truth.array))
