@@ -394,7 +394,11 @@ def test_extra_singleton_dimensions_are_dropped_and_bad_geometry_refused(tmp_pat
     volume = read_nifti(path, canonical=False)
     assert volume.shape == (4, 5, 6, 1)  # trailing length-1 axes beyond the 4th are dropped
     np.testing.assert_array_equal(volume.array, array[..., 0, 0])
-    nan_affine = LPS.copy()
-    nan_affine[0, 0] = np.nan
+    bad = _save(array[..., 0, 0, 0], LPS, tmp_path / "nan.nii")
+    with open(bad, "r+b") as handle:  # an sform with a NaN (nibabel will not write one)
+        header = nib.Nifti1Header.from_fileobj(handle)
+        header["srow_x"][0] = np.nan
+        handle.seek(0)
+        handle.write(header.binaryblock)
     with pytest.raises(InvalidImageError, match=r"nan\.nii.*not finite"):
-        read_nifti(_save(array[..., 0, 0, 0], nan_affine, tmp_path / "nan.nii"))
+        read_nifti(bad)
