@@ -23,8 +23,15 @@ from ..errors import LayoutError
 from ..io import dicom_metadata
 from . import classification
 
-__all__ = ["AGE_BUCKETS", "FEATURE_COLUMNS", "MAX_AGE_YEARS", "SEXES", "VIEW_POSITIONS",
-           "cache_images", "feature_table", "features", "load_table", "run", "with_images"]
+__all__ = ["AGE_BUCKETS", "DISPLAY_AXCODES", "FEATURE_COLUMNS", "MAX_AGE_YEARS", "SEXES",
+           "VIEW_POSITIONS", "cache_images", "feature_table", "features", "load_table", "run",
+           "with_images"]
+
+#: Where the rows and the columns of an RSNA film run (nibabel codes, for
+#: :mod:`medimg.viz`'s ``axcodes``): the films are stored as a radiologist reads them, the
+#: patient's feet at the bottom and the patient's left on the viewer's right (DICOM
+#: Patient Orientation ``L\F``), for AP and PA films alike.
+DISPLAY_AXCODES = ("I", "L")
 
 #: Age buckets in years: [0, 20), [20, 40), [40, 60), [60, 80), [80, 120].
 AGE_BUCKETS = ("0-20", "20-40", "40-60", "60-80", "80+")
