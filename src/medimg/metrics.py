@@ -115,8 +115,8 @@ def dice(y_true, y_pred, *, axis=None, smooth: float = 1e-5):
     p = _check_dice_input(p, "y_pred")
     if t.dtype == bool and p.dtype == bool:
         # counting is faster and exact for masks
-        intersection = np.count_nonzero(t & p, axis=axis)
-        total = np.count_nonzero(t, axis=axis) + np.count_nonzero(p, axis=axis)
+        intersection, sum_true, sum_pred = _count_sums(t, p, axis)
+        total = sum_true + sum_pred
     else:
         intersection, sum_true, sum_pred = _dot_sums(t, p, axis)
         total = sum_true + sum_pred
@@ -165,16 +165,19 @@ def _check_dice_tensor(x, name: str) -> None:
         raise _dice_range_error(name, low, high, x.dtype.is_integer)
 
 
+#: float dtype -> (unsigned integer of its size, the bit pattern of 1.0)
+_ONE_BITS = {np.dtype(np.float16): (np.uint16, 0x3C00),
+             np.dtype(np.float32): (np.uint32, 0x3F800000),
+             np.dtype(np.float64): (np.uint64, 0x3FF0000000000000)}
+
 #: elements per block of the Dice dot products: small enough to stay in the CPU cache,
 #: and far below 2**24, so float32 sums of 0/1 values within a block are exact
 _DICE_BLOCK = 1 << 16
 
 
-def _dot_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
-    """``sum(t * p)``, ``sum(t)`` and ``sum(p)`` over ``axis`` (float64), computed as
-    float32 (float64 if an input is) dot products block by block; float inputs are
-    checked to lie in [0, 1] on the way (each block is read while it is in cache)."""
-    dtype = np.float64 if np.float64 in (t.dtype, p.dtype) else np.float32
+def _as_rows(t: np.ndarray, p: np.ndarray, axis) -> tuple:
+    """Both arrays as ``(kept, reduced)`` rows (a copy only when the reduced axes are not
+    already the last ones), and the shape of the kept axes."""
     ndim = t.ndim
     if axis is None:
         reduced = tuple(range(ndim))
@@ -188,9 +191,33 @@ def _dot_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
     kept_shape = tuple(t.shape[a] for a in kept)
     rows = int(np.prod(kept_shape, dtype=np.int64))
     length = int(np.prod([t.shape[a] for a in reduced], dtype=np.int64))
-    # (kept, reduced) rows; a copy only when the reduced axes are not already the last
     t2 = np.transpose(t, kept + reduced).reshape(rows, length)
     p2 = np.transpose(p, kept + reduced).reshape(rows, length)
+    return t2, p2, kept_shape
+
+
+def _count_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
+    """``|t & p|``, ``|t|`` and ``|p|`` of bool masks over ``axis`` (integers)."""
+    if axis is None:
+        return np.count_nonzero(t & p), np.count_nonzero(t), np.count_nonzero(p)
+    t2, p2, kept_shape = _as_rows(t, p, axis)
+    if len(t2) > 256:  # many short rows: NumPy's per-axis count
+        sums = [np.count_nonzero(t2 & p2, axis=1), np.count_nonzero(t2, axis=1),
+                np.count_nonzero(p2, axis=1)]
+    else:  # a few long rows: the whole-array count (several times faster) row by row
+        sums = [np.array([np.count_nonzero(a & b) for a, b in zip(t2, p2, strict=True)]),
+                np.array([np.count_nonzero(a) for a in t2]),
+                np.array([np.count_nonzero(b) for b in p2])]
+    return tuple(s.reshape(kept_shape) for s in sums)
+
+
+def _dot_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
+    """``sum(t * p)``, ``sum(t)`` and ``sum(p)`` over ``axis`` (float64), computed as
+    float32 (float64 if an input is) dot products block by block; float inputs are
+    checked to lie in [0, 1] on the way (each block is read while it is in cache)."""
+    dtype = np.float64 if np.float64 in (t.dtype, p.dtype) else np.float32
+    t2, p2, kept_shape = _as_rows(t, p, axis)
+    rows, length = t2.shape
     checks = [(name, a) for name, a in (("y_true", t2), ("y_pred", p2)) if a.dtype.kind == "f"]
     sums = np.zeros((3, rows), np.float64)
 
@@ -208,19 +235,28 @@ def _dot_sums(t: np.ndarray, p: np.ndarray, axis) -> tuple:
     for row_slice, column_slice in blocks():
         for name, a in checks:
             block = a[row_slice, column_slice]
-            if block.size and not (block.min() >= 0 and block.max() <= 1):  # NaN fails
+            if not block.size:
+                continue
+            # One pass: as unsigned integers, the bit patterns of +0.0 ... 1.0 are exactly
+            # those up to 1.0's (a sign bit, NaN or inf is larger). -0.0 is the one valid
+            # value it misses: the exact test decides then.
+            bits = _ONE_BITS.get(block.dtype)
+            if bits is not None and block.view(bits[0]).max() <= bits[1]:
+                continue
+            if not (block.min() >= 0 and block.max() <= 1):  # NaN fails
                 finite = bool(np.all(np.isfinite(a)))
                 raise _dice_range_error(name, float(a.min()) if finite else float("nan"),
                                         float(a.max()) if finite else float("nan"), False)
         tb = t2[row_slice, column_slice].astype(dtype, copy=False)
         pb = p2[row_slice, column_slice].astype(dtype, copy=False)
-        if tb.shape[0] == 1:  # one row: a BLAS dot product
-            sums[0, row_slice] += tb[0] @ pb[0]
+        if tb.shape[0] == 1:  # one row: BLAS dot products (sums too, against ones)
+            ones = np.ones(tb.shape[1], dtype)
+            sums[:, row_slice] += np.array([[tb[0] @ pb[0]], [tb[0] @ ones], [pb[0] @ ones]])
         else:
             sums[0, row_slice] += np.einsum("ij,ij->i", tb, pb)
-        sums[1, row_slice] += tb.sum(axis=1)
-        sums[2, row_slice] += pb.sum(axis=1)
-    if not kept:
+            sums[1, row_slice] += tb.sum(axis=1)
+            sums[2, row_slice] += pb.sum(axis=1)
+    if not kept_shape:
         return sums[0, 0], sums[1, 0], sums[2, 0]
     return tuple(s.reshape(kept_shape) for s in sums)
 
