@@ -79,6 +79,7 @@ __all__ = [
     "nifti_header",
     "preprocess",
     "read_h5",
+    "subject_files",
     "summarize_subjects",
     "uncrop",
 ]
@@ -204,6 +205,31 @@ def _scan_subject(folder: Path, split: str) -> dict[str, Any]:
     row["note"] = "; ".join(notes) or None
     row["problem"] = "; ".join(problems) or None
     return row
+
+
+def subject_files(folder: str | os.PathLike) -> dict[str, Any]:
+    """The files of one subject folder by role, as :func:`find_subjects` finds them.
+
+    Parameters
+    ----------
+    folder : path
+        One subject's folder (the four sequences, and ``seg`` when labelled).
+
+    Returns
+    -------
+    dict
+        ``subject``, ``flair``, ``t1``, ``t1ce``, ``t2``, ``seg`` (paths or None),
+        ``note`` and ``problem`` (None when every sequence was found unambiguously).
+
+    Raises
+    ------
+    LayoutError
+        ``folder`` is not a directory.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LayoutError("expected a BraTS subject folder (four sequences)", folder)
+    return _scan_subject(folder, "validation")
 
 
 def _read_grades(split_dir: Path) -> dict[str, str]:

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ __all__ = [
     "LABELS",
     "REGIONS_CLASS_ORDER",
     "apply_threshold_baseline",
+    "baseline_scores",
     "description",
     "find_cases",
     "subject_images",
@@ -104,10 +104,7 @@ def subject_images(folder: str | os.PathLike) -> list[str]:
     LayoutError
         A sequence is missing or ambiguous in that folder.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise LayoutError("expected a BraTS subject folder (four sequences)", folder)
-    row = brats_data._scan_subject(folder, "validation")
+    row = brats_data.subject_files(folder)
     if row["problem"]:
         raise LayoutError(row["problem"], folder)
     return [row[s] for s in brats_data.SEQUENCES]
@@ -164,3 +161,28 @@ def apply_threshold_baseline(image: Any, z_threshold: float) -> np.ndarray:
     z = (flair - values.mean()) / max(values.std(), 1e-6)
     return (z > z_threshold) & brain
 
+
+
+def baseline_scores(cases: pd.DataFrame, z_threshold: float) -> pd.DataFrame:
+    """The threshold baseline's whole-tumour Dice on each case (e.g. the test subjects).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``case``, ``dice_wt`` (empty truth and empty prediction score 1.0, as for the
+        model), ``truth_voxels``, ``predicted_voxels``.
+    """
+    from ..datasets.msd import load_case
+    from ..metrics import dice
+
+    described = description()
+    rows = []
+    for row in cases.to_dict("records"):
+        image, label = load_case(row, described)
+        predicted = apply_threshold_baseline(image, z_threshold)
+        truth = np.isin(label.array, LABELS["WT"])
+        empty = not predicted.any() and not truth.any()
+        rows.append({"case": row["case"],
+                     "dice_wt": 1.0 if empty else float(dice(truth, predicted, smooth=0.0)),
+                     "truth_voxels": int(truth.sum()), "predicted_voxels": int(predicted.sum())})
+    return pd.DataFrame(rows)
