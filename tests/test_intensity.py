@@ -247,12 +247,19 @@ def test_clahe_strong_clipping_redistributes_like_opencv(rng):
 
 
 @pytest.mark.parametrize(("rows", "cols", "tile_grid"),
-                         [(96, 80, (8, 8)), (64, 72, (8, 8)), (33, 47, (4, 4)), (5, 3, (8, 8))])
+                         [(96, 80, (8, 8)), (33, 47, (4, 4)), (5, 3, (8, 8))])
 def test_clahe_uint16_equals_opencv(rows, cols, tile_grid, rng):
     img = _phantom(rows, cols, rng, np.uint16)
     out = clahe(tf.constant(img), 4.0, tile_grid)
     assert out.dtype == tf.uint16
     np.testing.assert_array_equal(out.numpy(), _opencv(img, 4.0, tile_grid))
+
+
+def test_clahe_uint16_batch_is_processed_image_by_image(rng):
+    imgs = np.stack([_phantom(40, 36, rng, np.uint16) for _ in range(3)])
+    out = clahe(tf.constant(imgs), 2.0, (4, 4)).numpy()
+    for image, got in zip(imgs, out, strict=True):
+        np.testing.assert_array_equal(got, _opencv(image, 2.0, (4, 4)))
 
 
 def test_clahe_numpy_path_is_opencv(rng):
