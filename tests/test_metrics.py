@@ -229,6 +229,12 @@ def test_dice_refuses_values_its_input_kind_cannot_hold(y_true, match):
         metrics.dice(np.zeros(y_true.shape, bool), y_true)
 
 
+def test_dice_accepts_negative_zero_and_empty_input():
+    t = np.array([-0.0, 1.0, 0.0], np.float32)  # -0.0 is a valid 0 (sign bit set)
+    assert metrics.dice(t, np.array([0, 1, 0], bool)) == pytest.approx(1.0)
+    assert metrics.dice(np.zeros(0, np.float32), np.zeros(0, bool)) == pytest.approx(1.0)
+
+
 def test_dice_refuses_bad_values_late_in_a_large_array():
     p = np.zeros(300_000, np.float32)
     p[-1] = 2.0  # in the last block
