@@ -155,9 +155,9 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
     >>> ds = dcmread(get_testdata_file("MR_small.dcm"))           # doctest: +SKIP
     >>> shown = dicom_window(ds, medimg.io.dicom_pixels(ds))      # doctest: +SKIP
     """
-    from .io.dicom import _voi_datasets
+    from .io.dicom import voi_datasets
 
-    views = _voi_datasets(ds, image, frame)  # colour refused; enhanced: the frames' own VOI
+    views = voi_datasets(ds, image, frame)  # colour refused; enhanced: the frames' own VOI
     if len(views) > 1:  # every frame of an enhanced file, each with its own window
         frames = [dicom_window(v, image[i], index, monochrome1_inverted=monochrome1_inverted)
                   for i, v in enumerate(views)]
@@ -167,9 +167,9 @@ def dicom_window(ds: Any, image: Any, index: int = 0, *, monochrome1_inverted: b
     monochrome1 = str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1"
     mirror = None
     if monochrome1 and monochrome1_inverted:
-        from .io.dicom import _modality_range
+        from .io.dicom import modality_range
 
-        low, high = _modality_range(ds)
+        low, high = modality_range(ds)
         mirror = low + high
     if is_tensor(image):
         tf = tensorflow()

@@ -57,11 +57,13 @@ __all__ = [
     "dicom_metadata",
     "dicom_pixels",
     "header_table",
+    "modality_range",
     "opaque_ids",
     "parse_age",
     "read_dicom",
     "read_enhanced",
     "read_series",
+    "voi_datasets",
 ]
 
 #: Multiply an LPS affine on the left by this to get the RAS+ affine (and back).
@@ -449,7 +451,7 @@ def _rescale(ds: Any, values: Mapping[str, Any] | None = None) -> tuple[float, f
     return result[0], result[1]
 
 
-def _modality_range(ds: Any) -> tuple[float, float]:
+def modality_range(ds: Any) -> tuple[float, float]:
     """Range of values after the Modality LUT (what MONOCHROME1 inversion mirrors)."""
     if ds.get("ModalityLUTSequence"):
         bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
@@ -659,7 +661,7 @@ def _voi_signature(view: Any) -> tuple:
     return (*(str(view.get(k)) for k in keys), id(view.get("VOILUTSequence")))
 
 
-def _voi_datasets(ds: Any, image: Any, frame: int | None) -> list[Any]:
+def voi_datasets(ds: Any, image: Any, frame: int | None) -> list[Any]:
     """The dataset(s) whose VOI :func:`medimg.intensity.dicom_window` applies to ``image``.
 
     One dataset for the whole image, or one per frame when ``image`` holds all the
@@ -800,7 +802,7 @@ def dicom_pixels(
             if intercept != 0.0:
                 image += np.float32(intercept)
     if invert_monochrome1 and photometric == "MONOCHROME1":
-        low, high = _modality_range(ds) if modality_lut else _stored_range(ds)
+        low, high = modality_range(ds) if modality_lut else _stored_range(ds)
         image = np.float32(low + high) - image
     return image
 
@@ -1421,7 +1423,7 @@ def _pixel_statistics(ds: Any) -> dict[str, float]:
             slope, intercept = _rescale(ds)
             a, b = slope, intercept
             if photometric == "MONOCHROME1":
-                low, high = _modality_range(ds)
+                low, high = modality_range(ds)
                 a, b = -slope, low + high - intercept
             low_value, high_value, _, _ = cv2.minMaxLoc(stored)
             mean, std = cv2.meanStdDev(stored)
