@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import metrics, models, training
+from .. import intensity, metrics, models, training
 from ..datasets.splits import SPLITS, split_by_group
 from ..errors import ConfigError, InvalidImageError, LayoutError
 
@@ -271,9 +271,7 @@ def make_dataset(images: Any, features: Any = None, targets: Any = None, *,
     def gather(index):
         image = tf.gather(images_t, index)
         if clahe is not None:
-            from ..intensity import clahe as apply_clahe
-
-            image = apply_clahe(image, float(clahe[0]), tuple(int(t) for t in clahe[1]))
+            image = intensity.clahe(image, float(clahe[0]), tuple(int(t) for t in clahe[1]))
         image = tf.cast(image, tf.float32)
         if scale:
             image = image / 255.0
