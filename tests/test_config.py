@@ -21,6 +21,10 @@ data:
   synthetic_root: data/synthetic
 defaults:
   seed: 7
+  n_jobs: 1
+  synthetic: {}
+  split: {validation_fraction: 0.2, test_fraction: 0.2}
+  train: {epochs: 5, batch_size: 2, learning_rate: 0.01, patience: 0}
   learning_rate: 0.001
   epochs: 10
   augment: true
@@ -42,7 +46,7 @@ def write(tmp_path: Path, text: str, name: str = "toy") -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["rsna", "brats", "verse"])
+@pytest.mark.parametrize("name", ["rsna", "brats", "verse", "segmentation"])
 @pytest.mark.parametrize("profile", PROFILES)
 def test_shipped_configs_load(name, profile):
     cfg = load_config(name, profile, config_dir=REPO / "configs")
@@ -140,3 +144,31 @@ def test_cli_broken_config_gives_one_clear_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert str(path) in lines[0] and "'epochs'" in lines[0] and "expected an integer" in lines[0]
+
+
+@pytest.mark.parametrize("section, message", [
+    ("  n_jobs: 1\n", "defaults.n_jobs"),
+    ("  split: {validation_fraction: 0.2, test_fraction: 0.2}\n", "defaults.split"),
+])
+def test_every_config_has_the_shared_sections(tmp_path, section, message):
+    path = write(tmp_path, GOOD.replace(section, ""))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_shared_section_missing_a_key(tmp_path):
+    path = write(tmp_path, GOOD.replace("  train: {epochs: 5, batch_size: 2, learning_rate: "
+                                        "0.01, patience: 0}", "  train: {epochs: 5}"))
+    with pytest.raises(ConfigError, match="defaults.train.batch_size"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("name", ["rsna", "brats", "verse", "segmentation"])
+def test_the_repository_configs_share_the_schema(name):
+    from medimg.config import REQUIRED_SECTIONS
+
+    cfg = load_config(name, "smoke")
+    for section, keys in REQUIRED_SECTIONS.items():
+        assert section in cfg
+        for key in keys or ():
+            assert key in cfg[section]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 
 from medimg.datasets import brats
 from medimg.errors import DecodeError, InvalidImageError, LayoutError
-from medimg.io import read_nifti, write_nifti
+from medimg.io import Volume, read_nifti, write_nifti
 
 SHAPE = (32, 32, 24)
 TRAIN = "MICCAI_BraTS2020_TrainingData"
@@ -207,7 +205,7 @@ def test_preprocess_hdf5_contents_and_attributes(source, cache):
                                       "shape"]
     assert (manifest.seconds > 0).all() and manifest.error.isna().all()
     on_disk = pd.read_csv(out / "manifest.csv")
-    assert list(on_disk.subject) == list(manifest.subject)
+    assert list(on_disk["item"]) == list(manifest.subject)  # the cache rule names items
     assert list(on_disk.status) == ["ok"] * 4
     table = brats.find_subjects(source)
     for row in table.itertuples():
@@ -250,7 +248,7 @@ def test_preprocess_hdf5_contents_and_attributes(source, cache):
             for name in ("image", "label"):
                 assert h5[name].compression == "gzip" and h5[name].chunks is not None
                 assert h5[name].shuffle
-    assert sorted(p.name for p in out.iterdir()) == sorted(
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == sorted(
         [*(f"{s}.h5" for s in table.subject), "manifest.csv"])  # no temporary files left
 
 
@@ -334,7 +332,7 @@ def test_preprocess_interrupted_write_leaves_no_file(source, tmp_path, monkeypat
     manifest = brats.preprocess(table, out, n_jobs=1, n4=False, progress=False)
     assert list(manifest.status) == ["error", "ok"]
     assert "power cut" in manifest.error[0] and table.subject[0] in manifest.error[0]
-    assert sorted(p.name for p in out.iterdir()) == ["BraTS20_Training_002.h5", "manifest.csv"]
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == ["BraTS20_Training_002.h5", "manifest.csv"]
     monkeypatch.setattr(brats, "_write_h5", real)
     rerun = brats.preprocess(table, out, n_jobs=1, n4=False, progress=False)
     assert list(rerun.status) == ["ok", "cached"]
@@ -388,7 +386,7 @@ def test_preprocess_records_bad_subjects_and_goes_on(root, tmp_path, n_jobs):
         assert not (out / f"{subject}.h5").exists()
     assert rows.loc["BraTS20_Training_006", "status"] == "ok"
     assert rows.loc["BraTS20_Validation_001", "status"] == "ok"
-    on_disk = pd.read_csv(out / "manifest.csv").set_index("subject")
+    on_disk = pd.read_csv(out / "manifest.csv").set_index("item")
     assert (on_disk.status == rows.status).all()
     assert on_disk.loc["BraTS20_Training_002", "error"] == rows.loc["BraTS20_Training_002",
                                                                    "error"]
@@ -412,34 +410,164 @@ def test_preprocess_empty_root_is_a_layout_error(tmp_path):
         brats.preprocess(tmp_path, tmp_path / "out", n_jobs=1, progress=False)
 
 
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- layouts
 
-def _cli(*args):
-    env = dict(os.environ, MEDIMG_PROFILE="smoke")
-    return subprocess.run([sys.executable, "-m", "medimg.cli", "prepare", "brats", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+def write_subject(folder, subject, roles=("flair", "t1", "t1ce", "t2", "seg")):
+    folder.mkdir(parents=True)
+    for role in roles:
+        write_nifti(Volume(np.zeros((4, 4, 3), np.int16), np.eye(4)),
+                    folder / f"{subject}_{role}.nii.gz")
 
 
-@pytest.mark.slow  # three subprocesses, ~8 s on a loaded 2-core machine
-def test_prepare_brats_command(root, tmp_path):
-    out = tmp_path / "h5"
-    proc = _cli("--root", str(root), "--out", str(out), "--n-jobs", "1", "--shrink", "2")
-    assert proc.returncode == 0, proc.stderr
-    assert "4 ok" in proc.stdout
-    manifest = pd.read_csv(out / "manifest.csv")
-    assert (manifest.status == "ok").all() and len(manifest) == 4
-    _, _, attrs = brats.read_h5(out / "BraTS20_Training_001.h5")
-    assert attrs["n4"]
-    again = _cli("--root", str(root), "--out", str(out), "--n-jobs", "1")
-    assert again.returncode == 0 and "4 cached" in again.stdout
-    seg = _file(root, 2, "seg")
-    label = np.asarray(nib.load(str(seg)).dataobj).copy()
-    label[0, 0, 0] = 7
-    _rewrite(seg, label)
-    bad = _cli("--root", str(root), "--out", str(tmp_path / "h5b"), "--n-jobs", "1",
-               "--no-n4")
-    assert bad.returncode == 1
-    assert "3 ok" in bad.stdout and "1 error" in bad.stdout
-    assert "BraTS20_Training_002" in bad.stdout and "label values [7]" in bad.stdout
-    _, _, attrs = brats.read_h5(tmp_path / "h5b" / "BraTS20_Training_001.h5")
-    assert not attrs["n4"]
+@pytest.mark.parametrize("nesting", [
+    "MICCAI_BraTS2020_TrainingData",                          # challenge download
+    "BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData",   # Kaggle mirror
+])
+def test_training_and_validation_found_at_either_depth(tmp_path, nesting):
+    train = tmp_path / nesting
+    valid = tmp_path / nesting.replace("Training", "Validation")
+    write_subject(train / "BraTS20_Training_001", "BraTS20_Training_001")
+    write_subject(train / "BraTS20_Training_002", "BraTS20_Training_002")
+    write_subject(valid / "BraTS20_Validation_001", "BraTS20_Validation_001",
+                  roles=("flair", "t1", "t1ce", "t2"))
+    table = brats.find_subjects(tmp_path)
+    assert list(table.subject) == ["BraTS20_Training_001", "BraTS20_Training_002",
+                                   "BraTS20_Validation_001"]
+    assert list(table.split) == ["training", "training", "validation"]
+    assert table.seg.iloc[2] is None and table.seg.iloc[0].endswith("_seg.nii.gz")
+    assert not any(table.problem)
+
+
+def test_nested_folder_without_subjects_is_a_layout_error(tmp_path):
+    (tmp_path / "BraTS2020_TrainingData" / "empty").mkdir(parents=True)
+    with pytest.raises(LayoutError, match="no BraTS subject folders"):
+        brats.find_subjects(tmp_path)
+
+
+# --------------------------------------------------------------------------- notebook 02 helpers
+
+NIBABEL_DATA = os.path.join(os.path.dirname(nib.__file__), "tests", "data")
+
+
+# --------------------------------------------------------------------------- nifti_header
+
+def test_nifti_header_of_a_real_file_matches_nibabel():
+    path = os.path.join(NIBABEL_DATA, "example4d.nii.gz")
+    table = brats.nifti_header(path)
+    value = table["value"]
+    assert value["dim"] == "4: 128 x 96 x 24 x 2"
+    assert value["datatype"] == "int16"
+    assert value["pixdim"].split(", ")[1:4] == ["2", "2", "2.2"]
+    assert value["xyzt_units"] == "mm, sec"
+    assert value["axcodes"] == "".join(nib.aff2axcodes(nib.load(path).affine)) == "LAS"
+    assert value["qform_code"] == "1" and value["sform_code"] == "1"
+    assert value["scl_slope / scl_inter"] == "none"
+    assert "FSL" in value["descrip"]
+    assert set(table.columns) == {"value", "meaning"}
+
+
+def test_nifti_header_shows_the_affine_rows(tmp_path):
+    affine = np.array([[-1.0, 0, 0, 10], [0, -1, 0, 20], [0, 0, 2.5, -5], [0, 0, 0, 1]])
+    path = write_nifti(Volume(np.zeros((3, 4, 5), np.int16), affine), tmp_path / "a.nii")
+    value = brats.nifti_header(path)["value"]
+    assert value["affine"] == "-1 0 0 10; 0 -1 0 20; 0 0 2.5 -5"
+    assert value["axcodes"] == "LPS"
+    assert value["pixdim"].split(", ")[1:4] == ["1", "1", "2.5"]
+
+
+def test_nifti_header_errors_name_the_file(tmp_path):
+    with pytest.raises(DecodeError, match="missing.nii"):
+        brats.nifti_header(tmp_path / "missing.nii")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti file at all")
+    with pytest.raises(DecodeError, match="bad.nii.gz"):
+        brats.nifti_header(bad)
+
+
+# --------------------------------------------------------------------------- label_volumes
+
+def test_label_volumes_counts_labels_and_regions_in_ml():
+    label = np.zeros((10, 10, 10), np.uint8)
+    label[0, :5, :4] = 1      # 20 voxels
+    label[1, :, :3] = 2       # 30 voxels
+    label[2, :2, :3] = 4      # 6 voxels
+    table = brats.label_volumes(label, (1.0, 2.0, 0.5))   # 1 mm^3 per voxel
+    assert table.loc[["0", "1", "2", "4"], "voxels"].tolist() == [944, 20, 30, 6]
+    assert table.loc[["WT", "TC", "ET"], "voxels"].tolist() == [56, 26, 6]
+    assert table.loc["WT", "volume_ml"] == pytest.approx(0.056)
+    doubled = brats.label_volumes(label, (2.0, 2.0, 0.5))
+    assert doubled.loc["TC", "volume_ml"] == pytest.approx(2 * 0.026)
+    assert table.loc["2", "name"] == "oedema"
+
+
+def test_label_volumes_without_tumour_is_zero():
+    table = brats.label_volumes(np.zeros((4, 4, 4), np.int16))
+    assert table.loc[["WT", "TC", "ET"], "voxels"].tolist() == [0, 0, 0]
+    assert table.loc["0", "volume_ml"] == pytest.approx(0.064)
+
+
+@pytest.mark.parametrize("value", [3, 5, -1])
+def test_label_volumes_rejects_other_values(value):
+    label = np.zeros((4, 4, 4), np.int16)
+    label[0, 0, 0] = value
+    with pytest.raises(InvalidImageError, match=str(value)):
+        brats.label_volumes(label)
+
+
+def test_label_volumes_rejects_bad_shapes_and_spacing():
+    with pytest.raises(InvalidImageError, match="3-D"):
+        brats.label_volumes(np.zeros((4, 4), np.uint8))
+    with pytest.raises(InvalidImageError, match="spacing"):
+        brats.label_volumes(np.zeros((4, 4, 4), np.uint8), (1.0, 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------- summarize_subjects
+
+def _write_subject(root, name, *, shape=(12, 10, 8), spacing=(1.0, 1.0, 2.0), bad=False):
+    """A subject with a brain box [2:9, 3:8, 1:7] and a known tumour, stored LPS."""
+    folder = root / "MICCAI_BraTS2020_TrainingData" / name
+    folder.mkdir(parents=True)
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+    for index, sequence in enumerate(brats.SEQUENCES):
+        array = np.zeros(shape, np.int16)
+        array[2:9, 3:8, 1:7] = 100 + 10 * index
+        array[4, 4, 4] = 300  # a little structure inside the brain
+        if bad and sequence == "t2":
+            array = array[:, :, :-1]
+        write_nifti(Volume(array, affine), folder / f"{name}_{sequence}.nii.gz")
+    label = np.zeros(shape, np.uint8)
+    label[4:6, 4:6, 2:4] = 2   # 8 voxels
+    label[4, 4, 2] = 4         # 1 voxel (replaces one oedema voxel)
+    write_nifti(Volume(label, affine), folder / f"{name}_seg.nii.gz")
+
+
+def test_summarize_subjects_reports_each_subject_and_goes_on_after_errors(tmp_path):
+    _write_subject(tmp_path, "BraTS20_Training_001")
+    _write_subject(tmp_path, "BraTS20_Training_002", bad=True)
+    subjects = brats.find_subjects(tmp_path)
+    summary = brats.summarize_subjects(subjects, n_jobs=1, progress=False)
+    assert summary.subject.tolist() == ["BraTS20_Training_001", "BraTS20_Training_002"]
+    good = summary.iloc[0]
+    assert good.error is None
+    assert good["shape"] == "12x10x8" and good.axcodes == "RAS"
+    assert (good.spacing_x_mm, good.spacing_y_mm, good.spacing_z_mm) == (1.0, 1.0, 2.0)
+    assert (good.box_x, good.box_y, good.box_z) == (7, 5, 6)
+    assert (good.constant_x, good.constant_y, good.constant_z) == (12 - 7, 10 - 5, 8 - 6)
+    assert (good.slices_x, good.slices_y, good.slices_z) == (12, 10, 8)
+    assert good.brain_ml == pytest.approx(7 * 5 * 6 * 2 / 1000)
+    assert good.wt_ml == pytest.approx(8 * 2 / 1000)
+    assert good.et_ml == pytest.approx(2 / 1000)
+    assert good.tc_ml == pytest.approx(2 / 1000)
+    assert good.label2_ml == pytest.approx(7 * 2 / 1000)
+    failed = summary.iloc[1]
+    assert "InvalidImageError" in failed.error and "_t2" in failed.error
+    assert np.isnan(failed.wt_ml)
+
+
+def test_summarize_subjects_in_parallel_matches_serial(tmp_path):
+    for index in (1, 2):
+        _write_subject(tmp_path, f"BraTS20_Training_00{index}")
+    subjects = brats.find_subjects(tmp_path)
+    serial = brats.summarize_subjects(subjects, n_jobs=1, progress=False)
+    parallel = brats.summarize_subjects(subjects, n_jobs=2, progress=False)
+    assert serial.equals(parallel)

@@ -36,7 +36,8 @@ VERB_MODULES: tuple[str, ...] = ("medimg.cli.segmentation", "medimg.cli.classifi
 
 def register(verb: str, dataset: str, help_text: str,
              add_arguments: Callable[[argparse.ArgumentParser], None]):
-    """Decorator registering ``medimg <verb> <dataset>`` (used by :mod:`medimg.commands`)."""
+    """Decorator registering ``medimg <verb> <dataset>`` (used by the modules of
+    :data:`VERB_MODULES`)."""
 
     def decorate(handler: Callable[[argparse.Namespace], int]):
         VERBS[(verb, dataset)] = (help_text, add_arguments, handler)

@@ -62,9 +62,11 @@ def _print_result(result: dict) -> None:
     if len(summary):
         print(result["scores"].round(3).to_string(index=False))
         for label, row in summary.iterrows():
-            print(f"test Dice {label}: {row.dice:.3f} (95% CI {row.dice_low:.3f}-"
-                  f"{row.dice_high:.3f}, n={row.n_cases} cases; {row.n_with_label} with "
-                  f"{label}: {row.dice_present:.3f}); HD95 median {row.hd95_median_mm:.1f} mm")
+            interval = ("no interval with one case" if int(row.n_cases) < 2 else
+                        f"95% CI {row.dice_low:.3f}-{row.dice_high:.3f}")
+            print(f"test Dice {label}: {row.dice:.3f} ({interval}, n={int(row.n_cases)} "
+                  f"cases; {int(row.n_with_label)} with {label}: {row.dice_present:.3f}); "
+                  f"HD95 median {row.hd95_median_mm:.1f} mm")
     else:
         print("no test case held out: nothing scored")
     print(f"model: {result['model_path']}\nplan: {result['plan_path']}\n"
@@ -94,7 +96,8 @@ def _prepare(args: argparse.Namespace, name: str, adapter_name: str | None) -> i
 
     cfg = _config(args, name)
     adapter = _adapter(adapter_name)
-    plan, manifest = segmentation.prepare(cfg, data=args.data, out=args.out, adapter=adapter)
+    prepared = segmentation.prepare(cfg, data=args.data, out=args.out, adapter=adapter)
+    plan, manifest = prepared.plan, prepared.manifest
     counts = manifest["status"].value_counts().to_dict()
     print(f"{manifest.attrs['cache_dir']}: " + ", ".join(f"{n} {s}" for s, n in
                                                           sorted(counts.items())))

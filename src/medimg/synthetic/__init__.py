@@ -11,6 +11,7 @@ once per profile, reused afterwards).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -59,8 +60,9 @@ def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Pa
     The real root comes from ``MEDIMG_<NAME>_ROOT`` or the config's ``data.root``.
     When it is absent, synthetic data is generated under ``cfg.synthetic_root`` with
     the config's ``synthetic`` settings and ``seed``. A marker file written last
-    records those settings: a complete folder with the same settings is reused, an
-    interrupted or differently-configured one is regenerated.
+    records those settings and a hash of the generator's source: a complete folder
+    with the same settings from the same generator code is reused; an interrupted,
+    differently-configured or older-generator one is regenerated.
 
     Parameters
     ----------
@@ -86,9 +88,12 @@ def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Pa
     params: dict[str, Any] = {**cfg.synthetic.to_dict(), "seed": cfg.seed}
     root = cfg.synthetic_root
     marker = root / _MARKER
+    module_name, function_name = GENERATORS[cfg.name]
+    # the generator's own code is part of the key: a changed phantom is regenerated
+    stamp = {"params": params, "generator": _source_hash(module_name)}
     if not force and marker.is_file():
         try:
-            if json.loads(marker.read_text()) == params:
+            if json.loads(marker.read_text()) == stamp:
                 if verbose:
                     print(f"[medimg] {cfg.name}: reusing synthetic data at {root}")
                 return root
@@ -96,11 +101,21 @@ def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Pa
             pass
     if root.exists():
         shutil.rmtree(root)
-    module_name, function_name = GENERATORS[cfg.name]
     generator = getattr(importlib.import_module(module_name), function_name)
     if verbose:
         print(f"[medimg] {cfg.name}: no real data set ({cfg.env_var} unset); "
               f"writing synthetic data to {root}")
     generator(root, **params)
-    atomic_write_text(marker, json.dumps(params, sort_keys=True))
+    atomic_write_text(marker, json.dumps(stamp, sort_keys=True))
     return root
+
+
+def _source_hash(module_name: str) -> str:
+    """Hash of a generator module's source file (without importing it)."""
+    import hashlib
+
+    spec = importlib.util.find_spec(module_name)
+    origin = spec.origin if spec is not None else None
+    if not origin:
+        return "unknown"
+    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:16]

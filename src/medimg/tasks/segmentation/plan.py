@@ -548,9 +548,11 @@ def make_plan(
                                         batch_size=batch_size,
                                         n_channels=description.n_channels)
             too_many = int(max_patch_voxels) > 0 and np.prod(rounded) > int(max_patch_voxels)
-            if (memory <= memory_budget_mb and not too_many) or patch_f.max() <= 8:
+            shrinkable = patch_f > 8.0
+            if (memory <= memory_budget_mb and not too_many) or not shrinkable.any():
                 break
-            biggest = int(np.argmax(patch_f * extent))
+            # the largest physical extent among the axes that can still shrink
+            biggest = int(np.argmax(np.where(shrinkable, patch_f * extent, -np.inf)))
             patch_f[biggest] = max(8.0, patch_f[biggest] * 0.9)
         patch = rounded
         depth = _depth_for(patch, int(max_depth))

@@ -1,0 +1,363 @@
+"""medimg.tasks.segmentation: plan, preprocessing, patches, prediction on each case's own
+grid, evaluation, and the command line on a phantom data set nobody hand-labelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from medimg.config import load_config  # noqa: E402
+from medimg.datasets import msd  # noqa: E402
+from medimg.errors import ConfigError, InvalidImageError, MedimgError  # noqa: E402
+from medimg.synthetic.msd import make_msd  # noqa: E402
+from medimg.tasks import segmentation as seg  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return make_msd(tmp_path_factory.mktemp("phantom"), seed=11, n_cases=5, n_test=1,
+                    shape=(32, 32, 10))
+
+
+@pytest.fixture(scope="module")
+def prints(phantom):
+    cases = msd.find_cases(phantom)
+    return seg.fingerprint(cases[cases.label.notna()].assign().pipe(_keep_attrs, cases),
+                           n_jobs=1, progress=False)
+
+
+def _keep_attrs(frame, source):
+    frame.attrs.update(source.attrs)
+    return frame
+
+
+def _oracle_dataset(root, phantom, *, name="noNorm"):
+    """A copy of the phantom whose one channel is the label itself (values 1, 11, 21),
+    so a model that reads the label from the image predicts perfectly: every error is
+    then the pipeline's geometry, not learning."""
+    folder = root / "Dataset901_Oracle"
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True)
+    for label in sorted((phantom / "labelsTr").glob("*.nii.gz")):
+        img = nib.load(label)
+        values = np.asarray(img.dataobj).astype(np.float32)
+        case = label.name.replace(".nii.gz", "")
+        nib.save(nib.Nifti1Image(values * 10 + 1, img.affine),
+                 folder / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(values.astype(np.uint8), img.affine),
+                 folder / "labelsTr" / label.name)
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": name}, "labels": {"background": 0, "PZ": 1, "TZ": 2},
+        "file_ending": ".nii.gz", "numTraining": 5}))
+    return folder
+
+
+def _oracle_model(plan):
+    """Softmax 'network' reading the class from the intensity (x = 10 * value + 1)."""
+    values = np.asarray(plan.class_values)
+
+    def predict(batch):
+        value = np.rint((batch[..., 0] - 1) / 10)
+        onehot = (value[..., None] == values).astype(np.float32)
+        return onehot
+
+    return predict
+
+
+# --------------------------------------------------------------------------- plan
+
+def test_fingerprint_reads_every_case_in_canonical_order(prints, phantom):
+    assert len(prints) == 5
+    assert prints["spacing"].map(len).eq(3).all()
+    for row in prints.itertuples():
+        assert row.spacing[2] > 2 * row.spacing[0]  # the phantom is anisotropic
+    assert set(prints["axcodes"]) > {"RAS"}  # stored in several orientations
+
+
+def test_plan_uses_the_median_spacing_and_the_anisotropy_rule(prints):
+    plan = seg.make_plan(prints, max_patch_voxels=4096, base_filters=4, max_depth=3)
+    spacings = np.asarray(prints["spacing"].tolist())
+    np.testing.assert_allclose(plan.target_spacing[:2], np.median(spacings, axis=0)[:2])
+    assert plan.target_spacing[2] <= np.median(spacings[:, 2]) + 1e-9
+    assert plan.target_spacing[2] >= max(plan.target_spacing[:2])
+    assert all(p % 2 ** (plan.depth - 1) == 0 for p in plan.patch_shape)
+    assert np.prod(plan.patch_shape) <= 4096
+    assert plan.activation == "softmax" and plan.outputs == ["background", "PZ", "TZ"]
+    assert [n["scheme"] for n in plan.normalization] == ["zscore", "zscore"]
+
+
+def test_plan_respects_the_memory_budget(prints):
+    small = seg.make_plan(prints, memory_budget_mb=5, base_filters=8)
+    large = seg.make_plan(prints, memory_budget_mb=500, base_filters=8)
+    assert np.prod(small.patch_shape) < np.prod(large.patch_shape)
+    assert seg.estimate_memory_mb(small.patch_shape, depth=small.depth, base_filters=8,
+                                  batch_size=2, n_channels=2) <= 5 or max(small.patch_shape) <= 8
+
+
+def test_explicit_patch_and_bad_settings(prints):
+    plan = seg.make_plan(prints, patch_shape=[16, 16, 8], max_depth=4)
+    # depth 3 would leave 8 / 2**2 = 2 voxels at the bottom; 2 keeps at least 4
+    assert plan.patch_shape == (16, 16, 8) and plan.depth == 2
+    with pytest.raises(ConfigError, match="3 sizes"):
+        seg.make_plan(prints, patch_shape=[16, 16])
+    with pytest.raises(ConfigError, match="dimensionality"):
+        seg.make_plan(prints, dimensionality="4d")
+    with pytest.raises(ConfigError, match="slice_axis"):
+        seg.make_plan(prints, dimensionality="2d", slice_axis="oblique")
+    with pytest.raises(ConfigError, match="positive"):
+        seg.make_plan(prints, target_spacing=[1, 0, 1])
+
+
+def test_two_d_plan_slices_across_the_coarse_axis(prints):
+    plan = seg.make_plan(prints, dimensionality="2d", max_patch_voxels=1024, base_filters=4)
+    assert plan.slice_axis == 2 and len(plan.patch_shape) == 2
+
+
+def test_a_2d_data_set_given_to_a_3d_plan_is_refused(prints):
+    flat = prints.copy()
+    flat["shape"] = [[s[0], s[1], 1] for s in prints["shape"]]
+    flat.attrs.update(prints.attrs)
+    with pytest.raises(InvalidImageError, match="2d"):
+        seg.make_plan(flat)
+
+
+def test_plan_round_trips_through_json(prints, tmp_path):
+    plan = seg.make_plan(prints, max_patch_voxels=4096)
+    path = plan.save(tmp_path / "plan.json")
+    again = seg.Plan.load(tmp_path)
+    assert again == plan and path.is_file()
+    bad = json.loads(path.read_text())
+    bad["version"] = 99
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="version"):
+        seg.Plan.load(path)
+
+
+def test_ct_channels_get_data_set_statistics(tmp_path, phantom):
+    folder = _oracle_dataset(tmp_path, phantom, name="CT")
+    cases = msd.find_cases(folder)
+    prints = seg.fingerprint(cases, n_jobs=1, progress=False)
+    plan = seg.make_plan(prints)
+    entry = plan.normalization[0]
+    assert entry["scheme"] == "ct"
+    # foreground voxels hold 11 or 21: the clip range and mean come from them alone
+    assert 11 - 1e-6 <= entry["low"] <= entry["high"] <= 21 + 1e-6
+    assert 11 < entry["mean"] < 21
+
+
+# --------------------------------------------------------------------------- geometry
+
+@pytest.mark.parametrize("spacing", [None, (0.9, 0.9, 2.0)])
+def test_prediction_goes_back_to_each_case_own_grid(tmp_path, phantom, spacing):
+    """A perfect model must give back the truth on the file's own grid, whatever the
+    storage orientation; with resampling, nearly (only label borders may move)."""
+    folder = _oracle_dataset(tmp_path, phantom)
+    cases = msd.find_cases(folder)
+    prints = seg.fingerprint(cases, n_jobs=1, progress=False)
+    described = cases.attrs["dataset"]
+    for row in cases.to_dict("records"):
+        image, _ = msd.load_case(row, described)
+        # None: the plan's spacing is the case's own (no interpolation: exact)
+        plan = seg.make_plan(prints, patch_shape=[16, 16, 8], max_depth=2,
+                             target_spacing=spacing or image.spacing, crop_to_nonzero=True)
+        model = _oracle_model(plan)
+        predicted = seg.to_source_grid(seg.predict_case(model, plan, image, overlap=0.25))
+        truth = nib.load(row["label"])
+        assert predicted.shape == truth.shape
+        np.testing.assert_allclose(predicted.affine, truth.affine)
+        truth_values = np.asarray(truth.dataobj)
+        if spacing is None:
+            np.testing.assert_array_equal(predicted.array, truth_values)
+        else:
+            for value in (1, 2):
+                a, b = predicted.array == value, truth_values == value
+                assert 2 * (a & b).sum() / (a.sum() + b.sum()) > 0.85
+
+
+def test_regions_are_painted_in_order():
+    plan = seg.Plan(dataset={"name": "x", "channel_names": ["MR"], "labels": {}},
+                    dimensionality="3d", slice_axis=None, target_spacing=(1, 1, 1),
+                    crop_to_nonzero=False, use_nonzero_mask=False,
+                    normalization=[{"channel": "MR", "scheme": "none"}], bias_correction=False,
+                    n4_shrink=4, n4_iterations=[1], class_values=[0, 1, 2, 4],
+                    outputs=["WT", "TC", "ET"], target_table=[[0] * 3] * 4,
+                    activation="sigmoid", regions_class_order=[2, 1, 4], patch_shape=(4, 4, 4),
+                    depth=1, base_filters=2, batch_size=1)
+    probabilities = np.zeros((1, 1, 4, 3), np.float32)
+    probabilities[0, 0, 1] = [0.9, 0.1, 0.1]   # WT only -> oedema 2
+    probabilities[0, 0, 2] = [0.9, 0.8, 0.1]   # WT and TC -> core 1
+    probabilities[0, 0, 3] = [0.9, 0.8, 0.7]   # all three -> enhancing 4
+    labels = seg.probabilities_to_labels(probabilities, plan)
+    assert labels[0, 0].tolist() == [0, 2, 1, 4]
+
+
+# --------------------------------------------------------------------------- cache + patches
+
+@pytest.fixture(scope="module")
+def prepared(phantom, tmp_path_factory, prints):
+    cases = msd.find_cases(phantom)
+    labelled = cases[cases.label.notna()]
+    labelled.attrs.update(cases.attrs)
+    plan = seg.make_plan(prints, patch_shape=[16, 16, 8], max_depth=2, base_filters=4)
+    root = tmp_path_factory.mktemp("cache")
+    manifest = seg.preprocess(labelled, plan, root, n_jobs=1, progress=False)
+    return plan, manifest, root, labelled
+
+
+def test_preprocess_caches_and_resumes(prepared):
+    plan, manifest, root, labelled = prepared
+    assert manifest["status"].tolist() == ["ok"] * len(labelled)
+    again = seg.preprocess(labelled, plan, root, n_jobs=1, progress=False)
+    assert again["status"].tolist() == ["cached"] * len(labelled)
+    image, label, attrs = seg.read_case(manifest["path"].iloc[0])
+    assert image.dtype == np.float32 and image.shape[-1] == 2
+    assert label.dtype == np.uint8 and set(np.unique(label)) <= {0, 1, 2}
+    # the grid keeps the case's extent exactly, so the spacing is extent / round(voxels):
+    # within half a voxel of the plan's over ~10 slices
+    np.testing.assert_allclose(attrs["spacing"], plan.target_spacing, rtol=0.06)
+    # a changed setting is another cache folder: nothing stale is reused
+    other = seg.make_plan(prepared[0] and _prints_of(labelled), patch_shape=[16, 16, 8],
+                          max_depth=2, target_spacing=[1.0, 1.0, 3.0])
+    assert seg.cache_dir_for(root, other) != seg.cache_dir_for(root, plan)
+
+
+def _prints_of(labelled):
+    return seg.fingerprint(labelled, n_jobs=1, progress=False)
+
+
+def test_patch_dataset_is_deterministic_and_padded(prepared):
+    import tensorflow as tf
+
+    plan, manifest, _, _ = prepared
+    cached = seg.cached_cases(manifest)
+    first = seg.patch_dataset(cached, plan, patches_per_case=4, batch_size=2, seed=3)
+    second = seg.patch_dataset(cached, plan, patches_per_case=4, batch_size=2, seed=3)
+    a = [x.numpy() for x, _ in first.take(3)]
+    b = [x.numpy() for x, _ in second.take(3)]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    images, targets = next(iter(first))
+    assert images.shape == (2, 16, 16, 8, 2) and targets.shape == (2, 16, 16, 8, 3)
+    np.testing.assert_allclose(tf.reduce_sum(targets, -1).numpy(), 1.0)  # one-hot
+    assert int(first.cardinality()) == len(cached) * 4 // 2
+    # a patch larger than the volume is padded, not refused
+    big = seg.Plan.from_dict({**plan.to_dict(), "patch_shape": [64, 64, 32]})
+    reader = seg.CaseReader(cached["path"], big)
+    image, label = reader.sample(0, seed=1)
+    assert image.shape == (64, 64, 32, 2) and label.shape == (64, 64, 32)
+    assert (image == 0).any()
+
+
+def test_foreground_oversampling_and_the_background_rule(prepared):
+    plan, manifest, _, _ = prepared
+    cached = seg.cached_cases(manifest)
+    always = seg.CaseReader(cached["path"], plan, foreground_fraction=1.0)
+    assert all((always.sample(i % len(cached), seed=i)[1] > 0).any() for i in range(20))
+    ruled = seg.CaseReader(cached["path"], plan, max_background=0.9)
+    for i in range(20):
+        _, label = ruled.sample(ruled.usable[i % len(ruled.usable)], seed=i)
+        assert (label == 0).mean() <= 0.9
+    with pytest.raises(ConfigError):
+        seg.CaseReader(cached["path"], plan, foreground_fraction=1.5)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def test_score_case_conventions():
+    truth = np.zeros((8, 8, 8), np.uint8)
+    truth[2:5, 2:5, 2:5] = 1
+    prediction = truth.copy()
+    rows = {r["label"]: r for r in seg.score_case(prediction, truth, {"A": (1,), "B": (2,)})}
+    assert rows["A"]["dice"] == 1.0 and rows["A"]["hd95_mm"] == 0.0
+    assert rows["B"]["dice"] == 1.0 and np.isnan(rows["B"]["hd95_mm"])  # empty vs empty
+    prediction[:] = 0
+    rows = {r["label"]: r for r in seg.score_case(prediction, truth, {"A": (1,)})}
+    assert rows["A"]["dice"] == 0.0
+    with pytest.raises(InvalidImageError):
+        seg.score_case(prediction[:-1], truth, {"A": (1,)})
+
+
+def test_summary_reports_cases_with_the_label_apart():
+    scores = pd.DataFrame({"case": list("abcd"), "label": ["ET"] * 4,
+                           "dice": [1.0, 1.0, 0.4, 0.6], "hd95_mm": [np.nan, np.nan, 5.0, 3.0],
+                           "truth_voxels": [0, 0, 10, 20]})
+    summary = seg.summarize(scores).loc["ET"]
+    assert summary.dice == pytest.approx(0.75)
+    assert summary.n_with_label == 2 and summary.dice_present == pytest.approx(0.5)
+    assert summary.dice_low <= summary.dice <= summary.dice_high
+    assert summary.hd95_median_mm == pytest.approx(4.0)
+    interval = seg.mean_with_ci([0.5])
+    assert interval["n"] == 1 and np.isnan(interval["low"])
+
+
+# --------------------------------------------------------------------------- end to end
+
+def _cli(*args, cwd=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "medimg.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_from_the_command_line(phantom, tmp_path):
+    out = tmp_path / "run"
+    done = _cli("train", "segmentation", "--data", str(phantom), "--out", str(out),
+                "--profile", "smoke")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "model.keras").is_file() and (out / "plan.json").is_file()
+    assert "test Dice PZ" in done.stdout
+    cases = msd.find_cases(phantom)
+    test_row = cases[cases.split == "test"].iloc[0]
+    target = tmp_path / "pred.nii.gz"
+    done = _cli("predict", "segmentation", "--model", str(out / "model.keras"), "--image",
+                *test_row["images"], "--out", str(target))
+    assert done.returncode == 0, done.stderr[-2000:]
+    written, source = nib.load(target), nib.load(test_row["images"][0])
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+    done = _cli("evaluate", "segmentation", "--predictions", str(out / "predictions"),
+                "--data", str(phantom))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dice" in done.stdout
+    # bad inputs: one line each, no traceback
+    for args, expected in [
+        (("predict", "segmentation", "--model", str(tmp_path / "none.keras"), "--image",
+          *test_row["images"], "--out", str(target)), "no such model file"),
+        (("predict", "segmentation", "--model", str(out / "model.keras"), "--image",
+          test_row["images"][0], test_row["images"][0], test_row["images"][0], "--out",
+          str(target)), "3 image files given"),
+        (("train", "segmentation", "--data", str(tmp_path), "--profile", "smoke"),
+         "no dataset.json"),
+    ]:
+        done = _cli(*args)
+        assert done.returncode != 0
+        lines = [line for line in done.stderr.strip().splitlines() if line]
+        assert len(lines) == 1 and lines[0].startswith("medimg: error:"), done.stderr[-1500:]
+        assert expected in lines[0]
+
+
+def test_run_refuses_a_classification_config():
+    cfg = load_config("rsna", "smoke")
+    with pytest.raises(ConfigError, match="not segmentation"):
+        seg.run(cfg)
+
+
+def test_fingerprint_names_a_broken_case(tmp_path, phantom):
+    import shutil
+
+    folder = tmp_path / phantom.name
+    shutil.copytree(phantom, folder)
+    (folder / "imagesTr" / "prostate_002_0000.nii.gz").write_bytes(b"not a nifti")
+    cases = msd.find_cases(folder)
+    with pytest.raises(MedimgError, match="prostate_002"):
+        seg.fingerprint(cases, n_jobs=1, progress=False)
