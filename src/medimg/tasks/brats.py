@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ..datasets import brats as brats_data
-from ..datasets.msd import DatasetDescription
+from ..datasets.msd import DatasetDescription, load_case
 from ..errors import LayoutError
+from ..metrics import dice
 from .segmentation import Adapter
 
 __all__ = [
@@ -128,9 +129,6 @@ def threshold_baseline(cases: pd.DataFrame, *, quantiles: tuple[float, ...] = tu
     dict
         ``z_threshold`` (in brain standard deviations), ``quantile``, ``train_dice``.
     """
-    from ..datasets.msd import load_case
-    from ..metrics import dice
-
     described = description()
     best = (-1.0, None, None)
     per_case = []
@@ -172,9 +170,6 @@ def baseline_scores(cases: pd.DataFrame, z_threshold: float) -> pd.DataFrame:
         ``case``, ``dice_wt`` (empty truth and empty prediction score 1.0, as for the
         model), ``truth_voxels``, ``predicted_voxels``.
     """
-    from ..datasets.msd import load_case
-    from ..metrics import dice
-
     described = description()
     rows = []
     for row in cases.to_dict("records"):

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import ConfigError, LayoutError, PatchError
+from ...patches import allowed_starts
 from .plan import Plan
 
 __all__ = ["CaseReader", "patch_dataset"]
@@ -57,7 +58,6 @@ class CaseReader:
     usable : list of int
         Indices of the cases patches are drawn from.
     """
-
     def __init__(self, paths: Sequence[str | Path], plan: Plan, *,
                  foreground_fraction: float = 0.33, max_background: float = 0.0):
         import h5py
@@ -110,7 +110,6 @@ class CaseReader:
         return tuple(int(p) for p in patch)  # type: ignore[return-value]
 
     def _allowed(self, label: np.ndarray, shape: tuple[int, ...], path: str) -> np.ndarray | None:
-        from ...patches import allowed_starts
 
         padded = tuple(max(s, p) for s, p in zip(shape, self.patch, strict=True))
         if padded != shape:

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ...errors import InvalidImageError, LayoutError
+from ...io import read_nifti
+from ...metrics import dice, hausdorff95
 
 __all__ = ["evaluate_folder", "mean_with_ci", "score_case", "summarize"]
 
@@ -80,8 +82,6 @@ def score_case(prediction: np.ndarray, truth: np.ndarray, labels: Mapping[str, S
     InvalidImageError
         Shapes differ.
     """
-    from ...metrics import dice, hausdorff95
-
     prediction = np.asarray(prediction)
     truth = np.asarray(truth)
     if prediction.shape != truth.shape:
@@ -136,7 +136,6 @@ def evaluate_folder(predictions: str | os.PathLike, truth: str | os.PathLike | p
     """
     from tqdm.auto import tqdm
 
-    from ...io import read_nifti
 
     predictions = Path(predictions)
     if isinstance(truth, pd.DataFrame):

@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import ConfigError, InvalidImageError
+from ...datasets.msd import load_case
+from ...errors import ConfigError, InvalidImageError, MedimgError
+from ...io import Volume, write_nifti
+from ...patches import sliding_window_predict
+from ...spatial import reorient, resample_to_shape
+from .model import check_model
 from .plan import Plan
 from .preprocess import preprocess_case
 
@@ -116,11 +121,6 @@ def predict_case(model: Any, plan: Plan, image: Any, *, overlap: float = 0.5,
     ConfigError
         A model that does not fit the plan, a bad ``overlap`` or ``batch_size``.
     """
-    from ...io import Volume
-    from ...patches import sliding_window_predict
-    from ...spatial import resample_to_shape
-    from .model import check_model
-
     start = time.perf_counter()
     if hasattr(model, "input_shape"):
         check_model(model, plan)
@@ -157,7 +157,6 @@ def to_source_grid(volume: Any) -> Any:
     """
     import nibabel as nib
 
-    from ...spatial import reorient
 
     source_affine = np.asarray(volume.meta["source_affine"], np.float64)
     back = reorient(volume, "".join(nib.aff2axcodes(source_affine)))
@@ -193,9 +192,6 @@ def predict_files(model: Any, plan: Plan, images: Sequence[str | os.PathLike],
     InvalidImageError
         Wrong number of channel files or channels, files on different grids (named).
     """
-    from ...datasets.msd import load_case
-    from ...io import write_nifti
-
     images = [str(p) for p in images]
     if len(images) not in (1, plan.n_channels):
         raise InvalidImageError(
@@ -228,9 +224,6 @@ def predict_cases(model: Any, plan: Plan, cases: pd.DataFrame, out_dir: str | os
     """
     from tqdm.auto import tqdm
 
-    from ...datasets.msd import load_case
-    from ...errors import MedimgError
-    from ...io import write_nifti
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

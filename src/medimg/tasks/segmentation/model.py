@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, DecodeError
+from ...metrics import dice_metric, soft_dice_loss
+from ...models import unet
 from .plan import Plan
 
 __all__ = ["build_model", "check_model", "compile_model", "dice_bce_loss", "dice_cce_loss",
@@ -29,7 +31,6 @@ def dice_bce_loss(y_true: Any, y_pred: Any) -> Any:
     sigmoid outputs (regions, one channel per region)."""
     from keras import losses, ops
 
-    from ...metrics import soft_dice_loss
 
     bce = losses.binary_crossentropy(ops.cast(y_true, "float32"), ops.cast(y_pred, "float32"))
     return soft_dice_loss(y_true, y_pred) + ops.mean(bce)
@@ -40,7 +41,6 @@ def dice_cce_loss(y_true: Any, y_pred: Any) -> Any:
     softmax outputs (one-hot classes)."""
     from keras import losses, ops
 
-    from ...metrics import soft_dice_loss
 
     cce = losses.categorical_crossentropy(ops.cast(y_true, "float32"),
                                           ops.cast(y_pred, "float32"))
@@ -62,7 +62,6 @@ def _pooled_dice_class() -> Any:
         return _POOLED
     from keras import ops
 
-    from ...metrics import dice_metric
 
     base = type(dice_metric())
 
@@ -85,8 +84,6 @@ def _pooled_dice_class() -> Any:
 
 def metrics_for(plan: Plan) -> list:
     """``dice`` (foreground outputs pooled) and ``dice_<name>`` per foreground output."""
-    from ...metrics import dice_metric
-
     foreground = plan.foreground_outputs
     metrics = [_pooled_dice_class()(channels=foreground, name="dice")]
     if len(foreground) > 1:
@@ -121,7 +118,6 @@ def build_model(plan: Plan, *, batch_norm: bool = True, deconvolution: bool = Fa
     """
     import keras
 
-    from ...models import unet
 
     spatial = (None,) * plan.spatial_dims
     dataset = "".join(c if c.isalnum() else "_" for c in str(plan.dataset.get("name", "")))

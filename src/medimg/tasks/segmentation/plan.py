@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...errors import ConfigError, InvalidImageError, LayoutError
+from ..._fsutil import atomic_write_text
+from ..._parallel import map_items
+from ...datasets.msd import DatasetDescription, load_case
+from ...errors import ConfigError, InvalidImageError, LayoutError, MedimgError
 
 __all__ = [
     "PLANES",
@@ -96,7 +99,6 @@ class Plan:
     n_cases : int
         Cases the fingerprint was computed on.
     """
-
     dataset: dict[str, Any]
     dimensionality: str
     slice_axis: int | None
@@ -190,8 +192,6 @@ class Plan:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``plan.json`` atomically."""
-        from ..._fsutil import atomic_write_text
-
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -217,8 +217,6 @@ class Plan:
 
     def description(self) -> Any:
         """The data set's :class:`~medimg.datasets.msd.DatasetDescription`."""
-        from ...datasets.msd import DatasetDescription
-
         return DatasetDescription.from_dict(self.dataset)
 
     def summary(self) -> pd.DataFrame:
@@ -250,7 +248,6 @@ def _fingerprint_one(task: Mapping[str, Any]) -> dict[str, Any]:
     """Worker: the facts of one case the plan needs (runs in a subprocess)."""
     import nibabel as nib
 
-    from ...datasets.msd import DatasetDescription, load_case
 
     description = DatasetDescription.from_dict(task["dataset"])
     image, label = load_case(task["row"], description)
@@ -308,9 +305,6 @@ def fingerprint(cases: pd.DataFrame, *, n_jobs: int | None = -1,
     MedimgError
         The first case that failed (all failures are listed in the message).
     """
-    from ..._parallel import map_items
-    from ...errors import MedimgError
-
     description = cases.attrs.get("dataset")
     if description is None:
         raise LayoutError("fingerprint: the case table has no attrs['dataset'] (use "

@@ -40,7 +40,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...bias import n4_correct
+from ...datasets.cache import build, cache_folder, cached_items, read_h5, write_h5
+from ...datasets.msd import DatasetDescription, load_case
 from ...errors import InvalidImageError
+from ...io import Volume
+from ...spatial import resample_to_shape
 from .plan import Plan
 
 __all__ = [
@@ -149,10 +154,6 @@ def preprocess_case(image: Any, label: Any, plan: Plan) -> tuple[np.ndarray, np.
         Wrong number of channels, an all-zero image, label values the plan does not
         know.
     """
-    from ...bias import n4_correct
-    from ...io import Volume
-    from ...spatial import resample_to_shape
-
     array = np.asarray(image.array, dtype=np.float32)
     where = image.meta.get("path")
     if array.ndim != 4 or array.shape[-1] != plan.n_channels:
@@ -233,9 +234,6 @@ def _chunks(shape: tuple[int, ...], plan: Plan) -> tuple[int, ...]:
 
 def _preprocess_one(task: Mapping[str, Any]) -> dict[str, Any]:
     """Worker: one case from its files to its HDF5 file (runs in a subprocess)."""
-    from ...datasets.cache import write_h5
-    from ...datasets.msd import DatasetDescription, load_case
-
     plan = Plan.from_dict(task["plan"])
     description = DatasetDescription.from_dict(plan.dataset)
     row = task["row"]
@@ -260,8 +258,6 @@ def _preprocess_one(task: Mapping[str, Any]) -> dict[str, Any]:
 
 def cache_dir_for(cache_root: str | os.PathLike, plan: Plan) -> Path:
     """The cache folder of ``plan``'s settings under ``cache_root`` (created)."""
-    from ...datasets.cache import cache_folder
-
     settings = {"case_layout": CASE_LAYOUT, **plan.preprocessing_settings()}
     return cache_folder(cache_root, plan.dataset.get("name") or "dataset", settings)
 
@@ -295,8 +291,6 @@ def preprocess(cases: pd.DataFrame, plan: Plan, cache_root: str | os.PathLike, *
         ``source``, ``seconds``, ``error``, ``shape``, ``codes`` (class codes present);
         ``attrs["cache_dir"]``. Per-case failures are rows, never exceptions.
     """
-    from ...datasets.cache import build
-
     folder = cache_dir_for(cache_root, plan)
     key = folder.name.rsplit("-", 1)[-1]
     items = []
@@ -320,8 +314,6 @@ def cached_cases(manifest_or_folder: pd.DataFrame | str | os.PathLike) -> pd.Dat
     Takes the manifest :func:`preprocess` returned or the cache folder; never lists a
     failed case or a temporary file.
     """
-    from ...datasets.cache import cached_items
-
     if isinstance(manifest_or_folder, pd.DataFrame):
         folder = manifest_or_folder.attrs.get("cache_dir")
         if folder is None:
@@ -335,7 +327,5 @@ def cached_cases(manifest_or_folder: pd.DataFrame | str | os.PathLike) -> pd.Dat
 
 def read_case(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """One cached case: ``(image (x, y, z, c), label codes or None, attributes)``."""
-    from ...datasets.cache import read_h5
-
     arrays, attrs = read_h5(path, names=None)
     return arrays["image"], arrays.get("label"), attrs

@@ -22,7 +22,17 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ... import training
+from ...datasets.msd import find_cases
+from ...datasets.splits import split_by_group
 from ...errors import ConfigError, LayoutError, MedimgError
+from ...synthetic import ensure_data
+from .data import patch_dataset
+from .evaluate import evaluate_folder, summarize
+from .inference import predict_cases
+from .model import build_model, compile_model
+from .plan import fingerprint, make_plan
+from .preprocess import cached_cases, preprocess
 
 __all__ = ["DEFAULT_ADAPTER", "Adapter", "make_plan_from_config", "run", "split_cases"]
 
@@ -46,7 +56,6 @@ class Adapter:
         ``(labelled cases, cfg) -> DataFrame with split`` replacing the default split
         (e.g. VerSe's release folders).
     """
-
     name: str
     find_cases: Callable[[Any], pd.DataFrame]
     group: str = "case"
@@ -55,7 +64,6 @@ class Adapter:
 
 
 def _msd_cases(root: Any) -> pd.DataFrame:
-    from ...datasets.msd import find_cases
 
     return find_cases(root)
 
@@ -85,8 +93,6 @@ def split_cases(cases: pd.DataFrame, cfg: Any = None, *, adapter: Adapter = DEFA
     pandas.DataFrame
         The labelled rows with ``split`` (train, validation, test); ``attrs`` kept.
     """
-    from ...datasets.splits import split_by_group
-
     labelled = cases[cases["label"].notna()]
     if labelled.empty:
         raise LayoutError("no labelled case to split")
@@ -108,8 +114,6 @@ def split_cases(cases: pd.DataFrame, cfg: Any = None, *, adapter: Adapter = DEFA
 def make_plan_from_config(prints: pd.DataFrame, cfg: Any) -> Any:
     """:func:`~medimg.tasks.segmentation.plan.make_plan` with a config's ``preprocess``,
     ``plan`` and ``train.batch_size`` settings."""
-    from .plan import make_plan
-
     pre, plan = cfg.preprocess, cfg.plan
     return make_plan(
         prints, dimensionality=plan.dimensionality, slice_axis=plan.slice_axis,
@@ -123,7 +127,6 @@ def make_plan_from_config(prints: pd.DataFrame, cfg: Any) -> Any:
 
 class Prepared(NamedTuple):
     """What :func:`prepare` returns."""
-
     plan: Any
     manifest: pd.DataFrame
     cases: pd.DataFrame
@@ -151,10 +154,6 @@ def prepare(cfg: Any, *, data: str | os.PathLike | None = None,
         A bad data set (layout, unreadable or inconsistent cases, each named), before
         any training starts.
     """
-    from ...synthetic import ensure_data
-    from .plan import fingerprint
-    from .preprocess import preprocess
-
     if cfg.task not in (None, "segmentation"):
         raise ConfigError(f"config {cfg.name!r} is a {cfg.task} config, not segmentation",
                           cfg.path)
@@ -211,13 +210,6 @@ def run(cfg: Any, *, data: str | os.PathLike | None = None, out: str | os.PathLi
         A bad data set (layout, unreadable or inconsistent cases, named) before any
         training starts.
     """
-    from ... import training
-    from .data import patch_dataset
-    from .evaluate import evaluate_folder, summarize
-    from .inference import predict_cases
-    from .model import build_model, compile_model
-    from .preprocess import cached_cases
-
     plan, manifest, table, _, out = prepare(cfg, data=data, out=out, adapter=adapter,
                                             progress=progress)
     description = plan.description()
