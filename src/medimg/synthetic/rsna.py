@@ -25,15 +25,16 @@ lower zones in some patients.
 
 "Lung Opacity" patients carry 1-4 ill-defined, patchy airspace opacities inside the
 lungs where their boxes are: they replace part of the lung's air (``opacity_contrast``
-sets how much at the peak) and hide the lung markings (vessels) they overlap, with
-no sharp edge; ribs and vessels outside them still cross them. "No Lung Opacity / Not Normal" patients carry other findings:
-an enlarged heart, a pleural effusion blunting a costophrenic angle, nodules,
-plate-like atelectasis, fine reticulation, or support devices (endotracheal and
-nasogastric tubes, central lines, a pacemaker with leads, ECG electrodes); opacity
-patients sometimes carry devices too. AP views carry opacities more often, as in the
-real set (roughly three quarters of opacity patients are AP there), so view position,
-age and sex alone predict the label a little (a logistic regression on them: AUC about
-0.65-0.72 on the demo profile) and the image must do the rest.
+sets how much at the peak) and hide the lung markings (vessels) they overlap, with no
+sharp edge; ribs and vessels outside them still cross them. "No Lung Opacity / Not
+Normal" patients carry other findings: an enlarged heart, a pleural effusion blunting
+a costophrenic angle, nodules, plate-like atelectasis, fine reticulation, or support
+devices (endotracheal and nasogastric tubes, central lines, a pacemaker with leads,
+ECG electrodes); opacity patients sometimes carry devices too. AP views carry
+opacities more often, as in the real set (roughly three quarters of opacity patients
+are AP there), so view position, age and sex alone predict the label a little (a
+logistic regression on them: AUC about 0.65-0.72 on the demo profile) and the image
+must do the rest.
 
 On the demo profile (300 patients, ``opacity_contrast`` (0.6, 0.9)), the two-input CNN
 of :func:`medimg.training.train_rsna` reached a held-out AUC of 0.83 (seed 42) and
