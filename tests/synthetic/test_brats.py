@@ -1,6 +1,7 @@
-"""Synthetic BraTS phantoms (issue 4): the BraTS 2020 layout with name_mapping.csv,
+"""Synthetic BraTS phantoms (issues 4, 13): the BraTS 2020 layout with name_mapping.csv,
 int16 at 1 mm stored LPS like the real files, label values, tissue contrasts, a bias
-field for N4, and determinism by seed."""
+field for N4, determinism by seed, and tumours that are not trivially segmented
+(varying compartments, soft borders, intensities overlapping normal tissue)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from medimg.synthetic.brats import make_brats, synthesize_subject
 
@@ -87,8 +89,9 @@ def test_synthesize_subject_contrasts_and_bias_field():
     assert mean("flair", csf) < mean("flair", grey)
     assert mean("t2", csf) > mean("t2", grey) > mean("t2", white)
     assert mean("flair", label == 2) > mean("flair", white)  # oedema bright on FLAIR
+    assert mean("t2", label == 2) > mean("t2", white)  # and on T2
+    assert subject.grade in ("HGG", "LGG")
     if (label == 4).any():
-        assert subject.grade == "HGG"
         assert mean("t1ce", label == 4) > mean("t1ce", white)  # enhancing rim
     for sequence in SEQUENCES:
         assert subject.images[sequence].dtype == np.int16
@@ -101,3 +104,41 @@ def test_synthesize_subject_contrasts_and_bias_field():
     np.testing.assert_array_equal(again.images["t2"], subject.images["t2"])
     with pytest.raises(ValueError, match="shape"):
         synthesize_subject((4, 32, 32), seed=0)
+
+
+@pytest.fixture(scope="module")
+def subjects():
+    return [synthesize_subject((40, 40, 32), seed=seed) for seed in range(12)]
+
+
+def test_tumour_compartments_vary_between_subjects(subjects):
+    """Not every low-grade tumour lacks enhancement, not every high-grade one is mostly
+    enhancing; high-grade tumours push the anatomy aside (mass effect)."""
+    grades = [s.grade for s in subjects]
+    assert {"HGG", "LGG"} <= set(grades)
+    enhancing_share = []
+    for s in subjects:
+        core = np.isin(s.label, (1, 4)).sum()
+        assert core > 0 and (s.label == 2).any()
+        enhancing_share.append((s.label == 4).sum() / core)
+    hgg = [e for e, g in zip(enhancing_share, grades, strict=True) if g == "HGG"]
+    lgg = [e for e, g in zip(enhancing_share, grades, strict=True) if g == "LGG"]
+    assert min(hgg) < 0.2 < max(hgg)  # some with little enhancing tumour
+    assert max(lgg) > 0  # some low-grade tumours enhance a little
+    assert all(s.meta["mass_effect_mm"] > 0 for s in subjects if s.grade == "HGG")
+
+
+def test_tumour_borders_are_soft_and_intensities_overlap_normal_tissue(subjects):
+    for s in subjects:
+        flair = s.images["flair"].astype(float)
+        whole = s.label > 0
+        white = s.tissue == 3
+        ring = ndimage.binary_dilation(whole, iterations=2) & ~whole & white
+        # just outside the label the signal is still raised: blurred, not a step
+        assert flair[white].mean() < flair[ring].mean() < flair[s.label == 2].mean()
+    # over the subjects, a good share of tumour voxels is no brighter on FLAIR than the
+    # brightest normal tissue: intensity alone does not segment the tumour
+    below = [np.mean(s.images["flair"][s.label > 0]
+                     < np.percentile(s.images["flair"][(s.tissue > 0) & (s.tissue < 4)], 99))
+             for s in subjects]
+    assert np.mean(below) > 0.1

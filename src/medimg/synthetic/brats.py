@@ -3,14 +3,31 @@
 Anatomy comes from the MNI152 templates that nilearn ships inside its wheel (no
 download): the grey-matter, white-matter and brain-mask probability maps are warped
 by a random affine (size, aspect, a tilt, a shift) into the target grid, so every
-subject's brain is different. Each subject gets a tumour with the three BraTS
-compartments (necrotic core 1, oedema 2, enhancing rim 4, or a non-enhancing core for
-"LGG" subjects) with irregular, smooth borders; tissue contrasts per sequence follow
-MRI physics (CSF dark on T1 and FLAIR, bright on T2; white matter brighter than grey
-on T1; enhancing tumour bright on T1ce; oedema bright on FLAIR and T2). Each sequence
-is multiplied by its own smooth bias field (a random low-order polynomial in log
-space, up to about +-30 %) and gets Rician noise, so N4 has something to correct.
-The skull is stripped, as in BraTS: the background is exactly 0.
+subject's brain is different. Tissue contrasts per sequence follow MRI physics (CSF
+dark on T1 and FLAIR, bright on T2; white matter brighter than grey on T1).
+
+Each subject has one glioma, "HGG" (three in four, as in BraTS 2020) or "LGG":
+
+* shape: the whole tumour is a lobulated blob (distance to a seed scaled by smooth
+  noise, thresholded) that spreads further along white matter; the core is a second
+  such blob inside it; borders fade over 1-3 mm, and the label is where the
+  compartment's fraction passes one half, so the edge is not a step;
+* compartments vary per subject: high-grade cores have an enhancing rim of varying
+  thickness and completeness (some with little enhancing tumour) around necrosis of
+  varying size; low-grade cores are mostly non-enhancing, some with a small enhancing
+  focus or a cyst; the oedema around the core ranges from a thin rim to a wide halo;
+* contrasts: oedema bright on FLAIR and T2, enhancing tumour bright on T1ce, necrosis
+  dark on T1ce and bright on T2, non-enhancing tumour dark on T1; how far each
+  compartment stands out from white matter varies per subject (60-115 % of the
+  nominal difference), so tumour and normal tissue intensities overlap;
+* mass effect: the anatomy around the tumour is pushed aside (a volume-preserving
+  radial displacement that falls off as 1/r^2: the ventricles and midline bend);
+* look-alikes without a label: white-matter hyperintensities (bright on FLAIR/T2 like
+  oedema) and enhancing vessels (bright on T1ce like enhancing tumour).
+
+Each sequence is multiplied by its own smooth bias field (a random low-order
+polynomial in log space, up to about +-30 %) and gets Rician noise, so N4 has
+something to correct. The skull is stripped, as in BraTS: the background is exactly 0.
 
 Files are int16 at 1 mm, stored like the real BraTS files (LPS voxel order, affine
 ``diag(-1, -1, 1)``) so readers must reorient; :func:`synthesize_subject` returns the
@@ -30,18 +47,23 @@ import numpy as np
 __all__ = ["CONTRASTS", "SyntheticSubject", "make_brats", "synthesize_subject"]
 
 SEQUENCES = ("flair", "t1", "t1ce", "t2")
-_CLASSES = ("csf", "gm", "wm", "necrosis", "oedema", "enhancing")
+_TUMOUR_CLASSES = ("oedema", "non_enhancing", "necrosis", "enhancing")
 #: Mean intensity of each tissue class per sequence (arbitrary MR units, before the
-#: per-subject gain, bias field and noise).
+#: per-subject gain, conspicuity, bias field and noise). Oedema is bright on FLAIR and
+#: T2 (above grey matter), enhancing tumour bright on T1ce, necrosis dark on T1ce and
+#: bright on T2, non-enhancing tumour dark on T1 and brighter on T2 than on FLAIR (the
+#: "T2-FLAIR mismatch" of many low-grade gliomas); ``white_lesion`` (unlabelled
+#: white-matter hyperintensities) mimics oedema and ``vessel`` (unlabelled enhancing
+#: vessels, flow voids on T2) mimics enhancing tumour.
 CONTRASTS: dict[str, dict[str, float]] = {
-    "flair": {"csf": 150, "gm": 800, "wm": 600, "necrosis": 500, "oedema": 1450,
-              "enhancing": 1050},
-    "t1": {"csf": 250, "gm": 650, "wm": 950, "necrosis": 300, "oedema": 550,
-           "enhancing": 700},
-    "t1ce": {"csf": 300, "gm": 700, "wm": 1000, "necrosis": 320, "oedema": 600,
-             "enhancing": 1700},
-    "t2": {"csf": 1800, "gm": 1050, "wm": 750, "necrosis": 1500, "oedema": 1400,
-           "enhancing": 1000},
+    "flair": {"csf": 150, "gm": 800, "wm": 620, "oedema": 1200, "non_enhancing": 950,
+              "necrosis": 700, "enhancing": 1000, "white_lesion": 1150, "vessel": 300},
+    "t1": {"csf": 250, "gm": 650, "wm": 950, "oedema": 640, "non_enhancing": 480,
+           "necrosis": 320, "enhancing": 720, "white_lesion": 800, "vessel": 400},
+    "t1ce": {"csf": 300, "gm": 700, "wm": 1000, "oedema": 700, "non_enhancing": 540,
+             "necrosis": 340, "enhancing": 1700, "white_lesion": 850, "vessel": 1600},
+    "t2": {"csf": 1900, "gm": 1050, "wm": 750, "oedema": 1450, "non_enhancing": 1650,
+           "necrosis": 1750, "enhancing": 1150, "white_lesion": 1350, "vessel": 300},
 }
 _NAME_MAPPING_COLUMNS = ("Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID",
                          "TCGA_TCIA_subject_ID", "BraTS_2019_subject_ID",
@@ -65,7 +87,10 @@ class SyntheticSubject:
     affine : numpy.ndarray
         (4, 4) voxel-to-RAS+ mm of these arrays (1 mm voxels).
     grade : str
-        ``HGG`` (enhancing tumour present) or ``LGG``.
+        ``HGG`` or ``LGG`` (either may have little or some enhancing tumour).
+    meta : dict
+        Tumour facts: ``centre`` (voxels), ``oedema_radius_mm``, ``core_radius_mm``,
+        ``mass_effect_mm`` and ``voxels`` (count per label 1, 2, 4).
     """
 
     images: dict[str, np.ndarray]
@@ -104,7 +129,10 @@ def _rotation(rng: np.random.Generator, max_degrees: Sequence[float]) -> np.ndar
 
 
 def _warp_anatomy(shape: tuple[int, int, int], rng: np.random.Generator):
-    """(csf, gm, wm, brain) probability maps of a randomly placed, sized and tilted brain."""
+    """(gm, wm, brain) maps of a randomly placed, sized and tilted brain, and the warp.
+
+    Output voxel ``o`` shows template voxel ``matrix @ o + offset``.
+    """
     from scipy import ndimage
 
     maps, (low, high) = _templates()
@@ -115,13 +143,16 @@ def _warp_anatomy(shape: tuple[int, int, int], rng: np.random.Generator):
     rotation = _rotation(rng, (6.0, 4.0, 8.0))
     out_centre = (np.asarray(shape) - 1) / 2 + rng.uniform(-0.03, 0.03, 3) * np.asarray(shape)
     template_centre = (low + high) / 2
-    # Output voxel o samples template voxel  M (o - out_centre) + template_centre.
     matrix = rotation.T / zoom[:, None]
     offset = template_centre - matrix @ out_centre
     warped = [ndimage.affine_transform(m, matrix, offset=offset, output_shape=shape, order=1,
                                        mode="constant", cval=0.0, output=np.float32)
               for m in maps]
-    gm, wm, brain = warped
+    return warped, matrix, offset
+
+
+def _tissue_fractions(gm, wm, brain):
+    """(csf, gm, wm, brain) fractions that sum to the brain fraction."""
     brain = np.clip(brain, 0.0, 1.0)
     gm = np.minimum(gm, brain)
     wm = np.minimum(wm, brain - gm)
@@ -129,64 +160,217 @@ def _warp_anatomy(shape: tuple[int, int, int], rng: np.random.Generator):
     return csf, gm, wm, brain
 
 
-def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, cells: int = 4):
-    """Smooth random field in [-1, 1]: a coarse Gaussian grid upsampled cubically."""
-    from scipy import ndimage
+def _smooth_fields(rng: np.random.Generator, shape: tuple[int, ...],
+                   cells: Sequence[float]) -> list[np.ndarray]:
+    """Smooth random fields in about [-1, 1] (unit standard deviation before ``tanh``).
 
-    coarse = rng.standard_normal((cells,) * len(shape)).astype(np.float32)
-    factors = [s / cells for s in shape]
-    fine = ndimage.zoom(coarse, factors, order=3, mode="nearest", grid_mode=True)
-    fine = fine[tuple(slice(0, s) for s in shape)]
-    return np.tanh(fine).astype(np.float32)
+    White noise on a coarse grid (one value per ``cell`` voxels) interpolated
+    trilinearly to ``shape``, one axis at a time by small interpolation matrices
+    (several times faster than a cubic ``scipy.ndimage.zoom``).
+    """
+
+    def matrix(n: int, step: float, m: int) -> np.ndarray:
+        position = np.arange(n) * step + rng.uniform(0.0, 1.0)
+        low = np.minimum(position.astype(int), m - 2)
+        weight = (position - low).astype(np.float32)
+        out = np.zeros((n, m), np.float32)
+        out[np.arange(n), low] = 1.0 - weight
+        out[np.arange(n), low + 1] = weight
+        return out
+
+    fields = []
+    for cell in cells:
+        coarse_shape = [int(np.ceil(n / cell)) + 3 for n in shape]
+        field = rng.standard_normal(coarse_shape).astype(np.float32)
+        mx, my, mz = (matrix(n, 1.0 / cell, m) for n, m in zip(shape, coarse_shape,
+                                                                strict=True))
+        field = np.tensordot(mx, field, axes=(1, 0))
+        field = np.einsum("jb,ibc->ijc", my, field, optimize=True)
+        field = np.ascontiguousarray(field @ mz.T)
+        fields.append(np.tanh(field / np.float32(0.54)))  # trilinear averaging: std 0.54
+    return fields
 
 
-def _tumour(shape, brain, wm, rng, scale_mm):
-    """Soft memberships (oedema region, core, necrosis) and the hard label, on a sub-box."""
-    # Centre in white matter, away from the brain's edge.
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)
+
+
+def _tumour(rng: np.random.Generator, shape: tuple[int, int, int], wm: np.ndarray,
+            brain: np.ndarray, scale_mm: float) -> dict:
+    """Where the tumour grows and how big it is: grade, centre, radii, mass effect (mm)."""
+    grade = "HGG" if rng.random() < 0.75 else "LGG"  # BraTS 2020: 293 HGG, 76 LGG
     inner = wm > 0.6
     candidates = np.argwhere(inner[::3, ::3, ::3]) * 3
     if candidates.size == 0:
         candidates = np.argwhere(brain > 0.5)
     centre = candidates[rng.integers(len(candidates))].astype(np.float64)
-    oedema_radius = scale_mm * rng.uniform(0.13, 0.21)
-    core_radius = oedema_radius * rng.uniform(0.45, 0.65)
-    necrosis_radius = core_radius * rng.uniform(0.35, 0.65)
-    half = int(np.ceil(oedema_radius * 1.6)) + 2
-    low = np.maximum(centre.astype(int) - half, 0)
-    high = np.minimum(centre.astype(int) + half + 1, shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-    sub_shape = tuple(int(b - a) for a, b in zip(low, high, strict=True))
-    grid = np.stack(np.meshgrid(*[np.arange(a, b, dtype=np.float32) for a, b in
-                                  zip(low, high, strict=True)], indexing="ij"), axis=-1)
-    offsets = (grid - centre.astype(np.float32)) @ _rotation(rng, (30, 30, 30)).astype(np.float32)
+    oedema_radius = scale_mm * rng.uniform(0.12, 0.2)
+    ratio = rng.uniform(1.3, 2.2) if grade == "HGG" else rng.uniform(1.05, 1.5)
+    core_radius = oedema_radius / ratio
+    return {
+        "grade": grade, "centre": centre, "oedema_radius": oedema_radius,
+        "core_radius": core_radius,
+        # volume pushed aside, in units of the core's volume: the mass effect
+        "mass": rng.uniform(0.3, 1.0) * (1.0 if grade == "HGG" else 0.6),
+    }
 
-    def distance(radius: float) -> np.ndarray:
-        axes = (radius * rng.uniform(0.75, 1.25, 3)).astype(np.float32)
-        d = np.sqrt(((offsets / axes) ** 2).sum(axis=-1))
-        return d * (1.0 + 0.22 * _smooth_noise(sub_shape, rng))  # irregular border
 
-    def soft(d: np.ndarray, radius: float) -> np.ndarray:
-        # Partial volume: membership falls from 1 to 0 over ~1.5 voxels at d = 1.
-        return np.clip((1.0 - d) * (radius / 1.5) + 0.5, 0.0, 1.0).astype(np.float32)
+def _box(centre: np.ndarray, half: float, shape: tuple[int, int, int]):
+    low = np.maximum(np.floor(centre - half).astype(int), 0)
+    high = np.minimum(np.ceil(centre + half).astype(int) + 1, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
-    d_oedema, d_core, d_necrosis = distance(oedema_radius), distance(core_radius), \
-        distance(necrosis_radius)
-    in_brain = brain[box] > 0.5
-    enhancing = rng.random() > 0.25
-    label = np.zeros(sub_shape, dtype=np.uint8)
-    label[(d_oedema < 1) & in_brain] = 2
-    core = (d_core < 1) & in_brain
-    if enhancing:
-        label[core] = 4
-        label[(d_necrosis < 1) & in_brain] = 1
+
+def _mass_effect(plan: dict, shape, maps, matrix, offset, warped) -> float:
+    """Push the anatomy away from the tumour centre (in place); the largest shift in mm.
+
+    A ball of ``mass * core volume`` is inserted at the centre: an output voxel at
+    distance ``r`` shows the template point at ``cbrt(r**3 - mass * R**3)``, a
+    volume-preserving displacement that falls off as ``1 / r**2`` (the ventricles and
+    the midline bend away from a large tumour; distant anatomy stays put).
+    """
+    from scipy import ndimage
+
+    centre, radius = plan["centre"], plan["core_radius"]
+    inserted = plan["mass"] * radius ** 3
+    box = _box(centre, 2.2 * plan["oedema_radius"], shape)
+    grid = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box],
+                       indexing="ij")
+    d = [g - np.float32(c) for g, c in zip(grid, centre, strict=True)]
+    r = np.sqrt(d[0] ** 2 + d[1] ** 2 + d[2] ** 2) + np.float32(1e-3)
+    factor = np.cbrt(np.maximum(r ** 3 - np.float32(inserted), 0.0)) / r
+    source = [np.float32(c) + di * factor for di, c in zip(d, centre, strict=True)]
+    coordinates = np.einsum("ij,j...->i...", matrix.astype(np.float32), np.stack(source))
+    coordinates += offset.astype(np.float32)[:, None, None, None]
+    for template, out in zip(maps, warped, strict=True):
+        out[box] = ndimage.map_coordinates(template, coordinates, order=1, mode="constant",
+                                           cval=0.0, output=np.float32)
+    return float(np.cbrt(inserted)) if inserted > 0 else 0.0
+
+
+def _tumour_regions(plan: dict, shape, wm, brain, rng) -> dict:
+    """Soft fractions of each tumour compartment and the hard BraTS label, on a sub-box.
+
+    The whole tumour is an irregular, lobulated blob (a distance to the centre scaled
+    by smooth noise, thresholded) that spreads further along white matter; the core
+    is another such blob inside it. Enhancing tumour is a rim of varying thickness
+    and completeness around necrosis (HGG), or a small focus in some LGG. Borders are
+    soft: the fractions fall off over 1-3 mm, and the label is where they pass 1/2.
+    """
+    centre, r_e, r_c = plan["centre"], plan["oedema_radius"], plan["core_radius"]
+    box = _box(centre, 1.8 * r_e, shape)
+    sub_shape = tuple(s.stop - s.start for s in box)
+    grid = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box],
+                       indexing="ij")
+    p = np.stack([g - np.float32(c) for g, c in zip(grid, centre, strict=True)], axis=-1)
+    n_oedema, n_core, n_rim, n_patch, n_texture = _smooth_fields(
+        rng, sub_shape, (max(4.0, 0.5 * r_e), max(3.0, 0.45 * r_c), 4.0, 5.0, 3.0))
+
+    def distance(radius: float, noise: np.ndarray, roughness: float, shift=None):
+        axes = (radius * rng.uniform(0.8, 1.2, 3)).astype(np.float32)
+        q = p if shift is None else p - shift.astype(np.float32)
+        q = q @ _rotation(rng, (40, 40, 40)).astype(np.float32)
+        return np.sqrt(((q / axes) ** 2).sum(axis=-1)) * (1.0 + roughness * noise)
+
+    wm_box, brain_box = wm[box], brain[box]
+    spread = rng.uniform(0.15, 0.35)  # oedema follows white matter
+    d_oedema = distance(r_e, n_oedema, rng.uniform(0.15, 0.35)) / (
+        1.0 + spread * (wm_box - 0.5))
+    shift = rng.normal(0.0, 0.15 * (r_e - r_c), 3)
+    d_core = distance(r_c, n_core, rng.uniform(0.1, 0.3), shift)
+    width_oedema = rng.uniform(1.2, 3.0)  # mm over which the border fades
+    width_core = rng.uniform(0.7, 1.5)
+    w_core = _sigmoid((1.0 - d_core) * (r_c / width_core)) * brain_box
+    w_whole = np.maximum(_sigmoid((1.0 - d_oedema) * (r_e / width_oedema)) * brain_box,
+                         w_core)
+    in_brain = brain_box > 0.5
+    core = (w_core >= 0.5) & in_brain
+    whole = ((w_whole >= 0.5) & in_brain) | core
+
+    # inside the core: enhancing rim (HGG), necrosis, non-enhancing tumour
+    if plan["grade"] == "HGG":
+        thickness = rng.uniform(0.15, 0.6) * (1.0 + 0.4 * n_rim)  # of the core radius
+        rim = _sigmoid((d_core - (1.0 - thickness)) * (r_c / 1.0))
+        coverage = rng.uniform(-0.9, 0.9)  # high: a patchy, incomplete rim (little ET)
+        enhancing = _sigmoid((n_patch - coverage) / 0.15)
+        f_enh, f_net, f_nec = rim * enhancing, rim * (1.0 - enhancing), 1.0 - rim
     else:
-        label[core] = 1
-    w_oedema = soft(d_oedema, oedema_radius) * brain[box]
-    w_core = soft(d_core, core_radius) * brain[box]
-    w_necrosis = soft(d_necrosis, necrosis_radius) if enhancing else np.ones_like(w_core)
-    # The core cannot reach outside the oedema region.
-    w_core = np.minimum(w_core, w_oedema)
-    return box, label, w_oedema, w_core, w_necrosis, enhancing
+        f_enh = np.zeros(sub_shape, np.float32)
+        if rng.random() < 0.35:  # a small enhancing focus
+            focus = centre + shift + rng.normal(0.0, 0.4 * r_c, 3)
+            radius = rng.uniform(2.0, 5.0)
+            dist = np.sqrt(((p - (focus - centre).astype(np.float32)) ** 2).sum(axis=-1))
+            f_enh = _sigmoid((radius - dist) / 0.7)
+        cyst = _sigmoid((0.45 - d_core) * (r_c / 1.5)) * (rng.random() < 0.3)
+        f_nec = cyst * (1.0 - f_enh)
+        f_net = 1.0 - f_enh - f_nec
+    label = np.zeros(sub_shape, np.uint8)
+    label[whole] = 2
+    enhancing_label = core & (f_enh >= 0.5)
+    label[core] = 1
+    label[enhancing_label] = 4
+    return {
+        "box": box, "label": label, "whole": w_whole, "core": w_core,
+        "enhancing": f_enh.astype(np.float32), "non_enhancing": f_net.astype(np.float32),
+        "necrosis": f_nec.astype(np.float32),
+        "texture": (1.0 + 0.1 * n_texture).astype(np.float32),
+    }
+
+
+def _lesions(rng, shape, wm, csf, brain, n_white: int, n_vessels: int):
+    """Unlabelled look-alikes: white-matter hyperintensities and enhancing vessels.
+
+    Returns flat voxel indices and weights of each (small vascular lesions, bright on
+    FLAIR and T2 like oedema; vessels near the surface, bright on T1ce like enhancing
+    tumour), so that intensity alone does not find the tumour.
+    """
+    out = {"white": ([], []), "vessel": ([], [])}
+    candidates = np.argwhere(wm[::4, ::4, ::4] > 0.7) * 4
+    for _ in range(n_white if len(candidates) else 0):
+        centre = candidates[rng.integers(len(candidates))] + rng.uniform(0, 4, 3)
+        radius = rng.uniform(2.0, 6.0)
+        box = _box(centre, 1.6 * radius, shape)
+        grid = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box],
+                           indexing="ij")
+        axes = radius * rng.uniform(0.6, 1.4, 3)
+        d = np.sqrt(sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes, strict=True)))
+        weight = _sigmoid((1.0 - d) * radius / 1.0) * wm[box] * rng.uniform(0.5, 0.9)
+        index = np.ravel_multi_index([g.astype(np.intp).ravel() for g in grid], shape)
+        keep = weight.ravel() > 0.02
+        out["white"][0].append(index[keep])
+        out["white"][1].append(weight.ravel()[keep])
+    surface = np.argwhere((csf[::3, ::3, ::3] > 0.4) & (brain[::3, ::3, ::3] > 0.5)) * 3
+    for _ in range(n_vessels if len(surface) else 0):
+        point = surface[rng.integers(len(surface))].astype(np.float64)
+        direction = rng.normal(size=3)
+        radius = rng.uniform(0.6, 1.1)
+        for _step in range(int(rng.integers(8, 25))):
+            direction = direction / np.linalg.norm(direction) + rng.normal(0.0, 0.35, 3)
+            point = point + 1.5 * direction / np.linalg.norm(direction)
+            box = _box(point, radius + 1.5, shape)
+            if any(s.stop <= s.start for s in box):
+                break
+            grid = np.meshgrid(*[np.arange(s.start, s.stop, dtype=np.float32) for s in box],
+                               indexing="ij")
+            d = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, point, strict=True)))
+            weight = _sigmoid((radius - d) / 0.5) * (brain[box] > 0.5)
+            index = np.ravel_multi_index([g.astype(np.intp).ravel() for g in grid], shape)
+            keep = weight.ravel() > 0.02
+            out["vessel"][0].append(index[keep])
+            out["vessel"][1].append(weight.ravel()[keep])
+    merged = {}
+    for key, (indices, weights) in out.items():
+        if indices:
+            index = np.concatenate(indices)
+            weight = np.concatenate(weights).astype(np.float32)
+            # overlapping stamps: keep the strongest weight per voxel
+            order = np.lexsort((-weight, index))
+            index, weight = index[order], weight[order]
+            first = np.r_[True, index[1:] != index[:-1]]
+            merged[key] = (index[first], weight[first])
+        else:
+            merged[key] = (np.zeros(0, np.intp), np.zeros(0, np.float32))
+    return merged
 
 
 def _bias_field(shape, rng, strength: float) -> np.ndarray:
@@ -223,35 +407,52 @@ def synthesize_subject(shape: Sequence[int] = (240, 240, 155), *, seed=None,
     Returns
     -------
     SyntheticSubject
+        ``meta`` holds the tumour's ``centre`` (voxels), ``oedema_radius_mm``,
+        ``core_radius_mm``, ``mass_effect_mm`` (radius of the volume pushed aside)
+        and the voxel counts of each label.
     """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be 3 sizes of at least 8 voxels, got {shape}")
-    csf, gm, wm, brain = _warp_anatomy(shape, rng)
-    _, (low, high) = _templates()
+    maps, (low, high) = _templates()
+    (gm, wm, brain), matrix, offset = _warp_anatomy(shape, rng)
     scale_mm = float(np.mean((high - low) * np.min(np.asarray(shape) / (high - low + 1))))
-    box, sub_label, w_oedema, w_core, w_necrosis, enhancing = _tumour(shape, brain, wm, rng,
-                                                                      scale_mm)
+    plan = _tumour(rng, shape, wm, brain, scale_mm)
+    mass_effect_mm = _mass_effect(plan, shape, maps, matrix, offset, (gm, wm, brain))
+    csf, gm, wm, brain = _tissue_fractions(gm, wm, brain)
+    regions = _tumour_regions(plan, shape, wm, brain, rng)
+    box = regions["box"]
     label = np.zeros(shape, dtype=np.uint8)
-    label[box] = sub_label
+    label[box] = regions["label"]
     hard_brain = brain > 0.5
     tissue = np.zeros(shape, dtype=np.uint8)
     classes = np.argmax(np.stack([csf, gm, wm]), axis=0).astype(np.uint8) + 1
     tissue[hard_brain] = classes[hard_brain]
     tissue[label > 0] = 4
-    texture = 1.0 + 0.08 * _smooth_noise(tuple(int(s.stop - s.start) for s in box), rng, 6)
+    lesions = _lesions(rng, shape, wm, csf, brain, n_white=int(rng.integers(0, 9)),
+                       n_vessels=int(rng.integers(1, 5)))
 
+    # per subject: how conspicuous each tumour compartment is (overlap with normal tissue)
+    conspicuity = {name: rng.uniform(0.6, 1.15) for name in _TUMOUR_CLASSES}
     images, fields = {}, {}
     for name in SEQUENCES:
         means = {k: v * rng.uniform(0.93, 1.07) for k, v in CONTRASTS[name].items()}
+        for key in _TUMOUR_CLASSES:  # pulled towards white matter when inconspicuous
+            means[key] = means["wm"] + conspicuity[key] * (means[key] - means["wm"])
         gain = rng.uniform(0.8, 1.25)
         healthy = csf * means["csf"] + gm * means["gm"] + wm * means["wm"]
+        flat = healthy.reshape(-1)
+        for key, target in (("white", "white_lesion"), ("vessel", "vessel")):
+            index, weight = lesions[key]
+            flat[index] = (1 - weight) * flat[index] + weight * means[target]
         sub = healthy[box]
-        inner = (w_necrosis * means["necrosis"] + (1 - w_necrosis) * means["enhancing"]
-                 if enhancing else np.full_like(w_core, means["necrosis"]))
-        lesion = (1 - w_core) * means["oedema"] + w_core * inner
-        healthy[box] = (1 - w_oedema) * sub + w_oedema * lesion * texture
+        core = (regions["enhancing"] * means["enhancing"]
+                + regions["non_enhancing"] * means["non_enhancing"]
+                + regions["necrosis"] * means["necrosis"])
+        oedema_part = regions["whole"] - regions["core"]
+        lesion = (oedema_part * means["oedema"] + regions["core"] * core) * regions["texture"]
+        healthy[box] = (1 - regions["whole"]) * sub + lesion
         bias = _bias_field(shape, rng, bias_strength)
         signal = healthy * (gain * bias)
         sigma = np.float32(noise * means["wm"] * gain)
@@ -264,8 +465,11 @@ def synthesize_subject(shape: Sequence[int] = (240, 240, 155), *, seed=None,
     # Canonical RAS+ affine whose LPS-stored twin is BraTS's diag(-1, -1, 1) at (0, 239, 0).
     affine = np.array([[1.0, 0, 0, -(shape[0] - 1)], [0, 1.0, 0, 0], [0, 0, 1.0, 0],
                        [0, 0, 0, 1.0]])
-    return SyntheticSubject(images, label, fields, tissue, affine,
-                            "HGG" if enhancing else "LGG")
+    counts = np.bincount(label.ravel(), minlength=5)
+    meta = {"centre": plan["centre"].tolist(), "oedema_radius_mm": plan["oedema_radius"],
+            "core_radius_mm": plan["core_radius"], "mass_effect_mm": mass_effect_mm,
+            "voxels": {int(v): int(counts[v]) for v in (1, 2, 4)}}
+    return SyntheticSubject(images, label, fields, tissue, affine, plan["grade"], meta)
 
 
 def _lps_store(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
