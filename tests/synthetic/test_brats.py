@@ -77,7 +77,7 @@ def test_make_brats_is_deterministic_by_seed(dataset, tmp_path):
 
 
 def test_synthesize_subject_contrasts_and_bias_field():
-    subject = synthesize_subject((48, 48, 40), seed=3)
+    subject = synthesize_subject((96, 96, 64), seed=3)  # thin rims need some resolution
     tissue, label = subject.tissue, subject.label
     csf, grey, white = tissue == 1, tissue == 2, tissue == 3
     assert csf.any() and grey.any() and white.any() and (label > 0).any()
@@ -97,10 +97,10 @@ def test_synthesize_subject_contrasts_and_bias_field():
         assert subject.images[sequence].dtype == np.int16
         assert np.all(subject.images[sequence][tissue == 0] == 0)
         field = subject.bias_fields[sequence]
-        assert field.shape == (48, 48, 40) and np.all(field > 0)
+        assert field.shape == (96, 96, 64) and np.all(field > 0)
         assert 0.05 < float(np.log(field).std()) < 0.5  # something for N4 to correct
     assert subject.affine[0, 0] == 1.0 and subject.label.dtype == np.uint8
-    again = synthesize_subject((48, 48, 40), seed=3)
+    again = synthesize_subject((96, 96, 64), seed=3)
     np.testing.assert_array_equal(again.images["t2"], subject.images["t2"])
     with pytest.raises(ValueError, match="shape"):
         synthesize_subject((4, 32, 32), seed=0)
@@ -133,9 +133,12 @@ def test_tumour_borders_are_soft_and_intensities_overlap_normal_tissue(subjects)
         flair = s.images["flair"].astype(float)
         whole = s.label > 0
         white = s.tissue == 3
-        ring = ndimage.binary_dilation(whole, iterations=2) & ~whole & white
-        # just outside the label the signal is still raised: blurred, not a step
-        assert flair[white].mean() < flair[ring].mean() < flair[s.label == 2].mean()
+        near = ndimage.binary_dilation(whole, iterations=2) & ~whole & white
+        far = (ndimage.binary_dilation(whole, iterations=8)
+               & ~ndimage.binary_dilation(whole, iterations=5) & white)
+        # just outside the label the signal is still raised (a blurred edge, not a step),
+        # compared with white matter a little further out (same bias field)
+        assert flair[far].mean() < flair[near].mean()
     # over the subjects, a good share of tumour voxels is no brighter on FLAIR than the
     # brightest normal tissue: intensity alone does not segment the tumour
     below = [np.mean(s.images["flair"][s.label > 0]
