@@ -172,3 +172,14 @@ def test_the_repository_configs_share_the_schema(name):
         assert section in cfg
         for key in keys or ():
             assert key in cfg[section]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("  smoke: {epochs: 1, model: {depth: 2}}", "  smoke: [1, 2]"), "profile 'smoke' must be a mapping"),
+    (("  root: data/toy", "  root: 5"), "'data.root' must be a path"),
+])
+def test_wrong_shapes_of_profiles_and_data_are_config_errors(tmp_path, edit, message):
+    path = write(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(path) in str(info.value)

@@ -7,8 +7,10 @@ by the caller, which is what :func:`is_tensor` relies on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 # Quiet TensorFlow's C++ start-up log (set here, once, rather than inside `tensorflow()`:
@@ -38,6 +40,53 @@ def tensorflow():
     """Import and return TensorFlow (its C++ log level set to warnings at medimg import)."""
     import tensorflow as tf
 
+    return tf
+
+
+@contextlib.contextmanager
+def stderr_silenced() -> Iterator[None]:
+    """Send what C and C++ code write to file descriptor 2 to /dev/null for a while.
+
+    TensorFlow's shared libraries log at load time (oneDNN, CUDA driver lookups) through
+    absl before any log level applies, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them;
+    only the file descriptor can. Python's own ``sys.stderr`` is flushed first and is
+    back when the block ends, errors included.
+    """
+    with contextlib.suppress(AttributeError, ValueError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow_quietly() -> Any:
+    """Import TensorFlow (and Keras) with their start-up lines silenced; return TensorFlow.
+
+    For command lines and notebook kernels, where those lines bury the output that
+    matters. A no-op when TensorFlow is already imported. Warnings and errors logged
+    later (after start-up) still follow ``TF_CPP_MIN_LOG_LEVEL``.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with stderr_silenced():
+        import keras  # noqa: F401 - loads its own libraries now, quietly
+        import tensorflow as tf
+
+        tf.constant(0.0) + 0.0  # the first op initialises the devices (more start-up lines)
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
     return tf
 
 

@@ -318,7 +318,14 @@ def load_config(name: str | os.PathLike, profile: str | None = None, *,
     if bad_data:
         raise ConfigError(f"unknown key 'data.{sorted(bad_data)[0]}' "
                           f"(expected: {', '.join(sorted(_DATA_KEYS))})", path)
-    for profile_name in profiles:
+    for key, value in data.items():
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"key 'data.{key}' must be a path (a string), got "
+                              f"{_type_name(value)} ({value!r})", path)
+    for profile_name, profile_values in profiles.items():
+        if profile_values is not None and not isinstance(profile_values, dict):
+            raise ConfigError(f"profile {profile_name!r} must be a mapping of overrides, got "
+                              f"{_type_name(profile_values)} ({profile_values!r})", path)
         if profile_name not in PROFILES:
             raise ConfigError(f"unknown profile {profile_name!r} under 'profiles' "
                               f"(expected one of {', '.join(PROFILES)})", path)

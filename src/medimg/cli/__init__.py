@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -161,18 +162,56 @@ def _load_verbs() -> None:
                 raise
 
 
+#: verbs whose handlers run TensorFlow: its start-up lines are silenced before they run
+_TENSORFLOW_VERBS = frozenset({"train", "predict"})
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path, then what went wrong."""
+    import errno
+
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        what = "no space left on the device (free some space or write elsewhere)"
+    where = exc.filename if exc.filename is not None else None
+    return f"medimg: error: {where}: {what}" if where is not None else f"medimg: error: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``medimg`` console script."""
+    """Entry point of the ``medimg`` console script.
+
+    Every failure on purpose (:class:`~medimg.errors.MedimgError`) and every operating
+    system error (a file in the way, no permission, a full disk) is one line on stderr,
+    ``medimg: error: <path>: <what>``, with a non-zero exit code and no traceback
+    (``MEDIMG_DEBUG=1`` shows it).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
     try:
+        if args.verb in _TENSORFLOW_VERBS:
+            from .._backend import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except MedimgError as exc:
+        _debug()
         print(f"medimg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        _debug()
+        print(_os_error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medimg: interrupted", file=sys.stderr)
         return 130
+
+
+def _debug() -> None:
+    if os.environ.get("MEDIMG_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
