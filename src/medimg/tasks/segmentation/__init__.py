@@ -55,6 +55,7 @@ from .run import (
     make_plan_from_config,
     prepare,
     run,
+    sampling_settings,
     split_cases,
 )
 
@@ -92,6 +93,7 @@ __all__ = [
     "probabilities_to_labels",
     "read_case",
     "run",
+    "sampling_settings",
     "score_case",
     "split_cases",
     "summarize",

@@ -111,6 +111,26 @@ def split_cases(cases: pd.DataFrame, cfg: Any = None, *, adapter: Adapter = DEFA
     return out
 
 
+def sampling_settings(cfg: Any, n_cases: int) -> dict[str, Any]:
+    """Keyword arguments of :func:`~medimg.tasks.segmentation.data.patch_dataset` from a
+    config's ``sampling`` section and ``seed``.
+
+    ``sampling.patches_per_epoch`` (when positive) sets the epoch's size whatever the
+    number of cases, as nnU-Net's fixed iterations per epoch do: each case then gives
+    ``round(patches_per_epoch / n_cases)`` patches (at least one), so a data set of 300
+    small cases and one of 12 large ones train in comparable time per epoch. Otherwise
+    ``sampling.patches_per_case`` applies.
+    """
+    sampling = cfg.sampling
+    per_case = int(sampling.patches_per_case)
+    per_epoch = int(sampling.get("patches_per_epoch", 0) or 0)
+    if per_epoch > 0 and n_cases > 0:
+        per_case = max(1, round(per_epoch / n_cases))
+    return {"patches_per_case": per_case,
+            "foreground_fraction": float(sampling.foreground_fraction),
+            "max_background": float(sampling.max_background), "seed": int(cfg.seed)}
+
+
 def make_plan_from_config(prints: pd.DataFrame, cfg: Any) -> Any:
     """:func:`~medimg.tasks.segmentation.plan.make_plan` with a config's ``preprocess``,
     ``plan`` and ``train.batch_size`` settings."""
@@ -224,10 +244,8 @@ def run(cfg: Any, *, data: str | os.PathLike | None = None, out: str | os.PathLi
     cached = cached_cases(manifest).set_index("case")
     parts = {name: cached.loc[[c for c in fit_cases.loc[fit_cases["split"] == name, "case"]
                                if c in cached.index]] for name in ("train", "validation")}
-    sampling, train_cfg = cfg.sampling, cfg.train
-    common = {"patches_per_case": int(sampling.patches_per_case),
-              "foreground_fraction": float(sampling.foreground_fraction),
-              "max_background": float(sampling.max_background), "seed": int(cfg.seed)}
+    train_cfg = cfg.train
+    common = sampling_settings(cfg, len(parts["train"]))
     train_ds = patch_dataset(parts["train"], plan, augment=bool(train_cfg.augment), **common)
     val_ds = (patch_dataset(parts["validation"], plan, shuffle=False, **common)
               if len(parts["validation"]) else None)
