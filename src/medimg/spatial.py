@@ -27,7 +27,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------
-# 3-D volumes (issue 4): SimpleITK conversion, constant slices, foreground crop,
+# 3-D volumes: SimpleITK conversion, constant slices, foreground crop,
 # crop/pad and resampling. Volumes are NIfTI-ordered (x, y, z[, c]) with a RAS+ affine.
 # ---------------------------------------------------------------------------------------
 
@@ -440,7 +440,7 @@ def resample(volume: Any, spacing: float | Sequence[float], order: int = 1) -> A
 
 
 # ---------------------------------------------------------------------------------------
-# 2-D images (issue 5): resize and resampling to a pixel spacing, NumPy (OpenCV) and
+# 2-D images: resize and resampling to a pixel spacing, NumPy (OpenCV) and
 # TensorFlow (tf.image). Images are (rows, cols), (rows, cols, c) or, for tensors, also
 # batches (n, rows, cols, c).
 # ---------------------------------------------------------------------------------------

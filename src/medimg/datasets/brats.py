@@ -682,7 +682,7 @@ def cached_subjects(cache_dir: str | os.PathLike) -> pd.DataFrame:
 
 
 # =======================================================================================
-# Notebook 02 (issue 4): NIfTI header table, label volumes in mL, and a per-subject
+# Notebook 02: NIfTI header table, label volumes in mL, and a per-subject
 # summary (shape, spacing, constant slices, foreground box, tumour volumes).
 # =======================================================================================
 
