@@ -8,6 +8,8 @@ item into a recorded error instead of stopping the batch. This module does that 
 from __future__ import annotations
 
 import os
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -47,7 +49,35 @@ def resolve_n_jobs(n_jobs: int | None) -> int:
     return n_jobs
 
 
-def _guarded(fn: Callable[[Any], Any], item: Any) -> ItemResult:
+_WATCHDOG: threading.Thread | None = None
+
+
+def _exit_with_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """In a worker process: exit as soon as the process that started the batch is gone.
+
+    A batch killed with ``kill -9`` (or a closed terminal) must not leave workers that
+    keep computing and writing files nobody will record. Workers poll their parent's
+    pid from a daemon thread (portable, unlike ``PR_SET_PDEATHSIG``, which also fires
+    when the parent's spawning *thread* ends); when it changes they leave at once.
+    What they were writing stays a temporary file, which the next run removes.
+    """
+    global _WATCHDOG
+    if _WATCHDOG is not None or os.getpid() == parent_pid or os.getppid() != parent_pid:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent_pid:
+                os._exit(70)  # EX_SOFTWARE: the batch is gone
+
+    _WATCHDOG = threading.Thread(target=watch, name="medimg-parent-watchdog", daemon=True)
+    _WATCHDOG.start()
+
+
+def _guarded(fn: Callable[[Any], Any], item: Any, parent_pid: int | None = None) -> ItemResult:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     try:
         return ItemResult(item, fn(item), None)
     except Exception as exc:  # a batch records the failure and goes on
@@ -116,7 +146,8 @@ def map_items(
             parallel = Parallel(
                 n_jobs=workers, backend=backend, return_as="generator", batch_size=batch_size
             )
-            for result in parallel(delayed(_guarded)(fn, item) for item in items):
+            parent = os.getpid()
+            for result in parallel(delayed(_guarded)(fn, item, parent) for item in items):
                 results.append(result)
                 if on_result is not None:
                     on_result(result)
