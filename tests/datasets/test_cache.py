@@ -171,3 +171,77 @@ def test_h5_round_trip_and_errors(tmp_path):
         cache.read_h5(tmp_path / "missing.h5")
     with pytest.raises(DecodeError):
         cache.read_h5(path, names=["label"])
+
+
+_SCRIPT = """
+import os, sys, time
+from functools import partial
+from pathlib import Path
+from medimg.datasets import cache
+
+def work(item):
+    from medimg._fsutil import atomic_path
+    Path(item["pids"]).joinpath(str(os.getpid())).touch()
+    with atomic_path(item["target"]) as tmp:
+        tmp.write_text("partial")
+        time.sleep(float(item["seconds"]))
+        tmp.write_text("complete " + item["item"])
+    return {}
+
+if __name__ == "__main__":
+    folder, pids, seconds = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    items = [{"item": f"s{i}", "target": str(folder / f"s{i}.txt"), "sources": [],
+              "pids": pids, "seconds": seconds} for i in range(8)]
+    print(cache.build(items, work, folder, n_jobs=2, progress=False)["status"].tolist())
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_rerun(tmp_path):
+    """kill -9 of a running build: no worker left behind, nothing half-written listed, and
+    the rerun redoes no finished item."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "build.py"
+    script.write_text(_SCRIPT)
+    folder, pids = tmp_path / "cache", tmp_path / "pids"
+    folder.mkdir()
+    pids.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), str(folder), str(pids), "1.5"])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (cache.read_manifest(folder)["status"] == "ok").sum() >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the build never finished two items")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    workers = [int(p.name) for p in pids.iterdir()]
+    time.sleep(3)
+    alive = []
+    for pid in workers:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    assert not alive, f"workers {alive} outlived the killed build"
+    listed = cache.cached_items(folder)
+    assert len(listed) >= 2
+    for path in listed["path"]:
+        assert open(path).read().startswith("complete")  # nothing half-written is listed
+    finished = {p: os.stat(p).st_mtime_ns for p in listed["path"]}
+    done = subprocess.run([sys.executable, str(script), str(folder), str(pids), "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = cache.read_manifest(folder).set_index("item")
+    for path, mtime in finished.items():
+        name = os.path.basename(path).removesuffix(".txt")
+        assert table.loc[name, "status"] == "cached"
+        assert os.stat(path).st_mtime_ns == mtime  # not redone
+    assert (table["status"].isin(["ok", "cached"])).all() and len(table) == 8
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
