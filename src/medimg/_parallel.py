@@ -3,17 +3,41 @@
 Batch jobs in medimg (DICOM metadata, preprocessing a data set, building caches)
 all need the same three things: use every core, show progress, and turn a failing
 item into a recorded error instead of stopping the batch. This module does that once.
+
+Backends (joblib's): ``loky`` (worker processes on this machine, the default),
+``threading``, and ``dask``: the items run on the workers of a ``dask.distributed``
+cluster, so that ``medimg prepare ...`` preprocesses a data set on a cluster unchanged::
+
+    dask scheduler &  dask worker tcp://HOST:8786 &   # or any existing cluster
+    MEDIMG_DASK_SCHEDULER=tcp://HOST:8786 medimg prepare brats
+
+The scheduler's address comes from the ``backend`` argument itself (``"tcp://HOST:8786"``
+means "dask at that address"), else from ``MEDIMG_DASK_SCHEDULER``; with
+``MEDIMG_DASK_SCHEDULER`` set, the default backend is ``dask``. The workers must import
+the same medimg (a shared file system or the same environment on every node), and read
+and write the same paths (the cache folder on a shared file system). Failures come back
+as :class:`ItemResult` errors like any other backend's, so a cache build still lists them
+in its manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .errors import ConfigError
+
+#: Environment variable holding a dask.distributed scheduler address (``tcp://host:8786``).
+DASK_SCHEDULER_ENV = "MEDIMG_DASK_SCHEDULER"
+_BACKENDS = ("loky", "threading", "multiprocessing", "dask")
+#: Seconds to wait for a dask scheduler to answer.
+DASK_CONNECT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,7 @@ def map_items(
     progress: bool = True,
     desc: str | None = None,
     unit: str = "item",
-    backend: str = "loky",
+    backend: str | None = None,
     batch_size: int | str = "auto",
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
@@ -113,9 +137,12 @@ def map_items(
         Show a tqdm progress bar.
     desc, unit : str
         Progress-bar label and unit.
-    backend : {"loky", "threading"}
+    backend : {"loky", "threading", "dask"} or str, optional
         joblib backend: processes for CPU-bound work (decoding, filtering),
-        threads for work that releases the GIL.
+        threads for work that releases the GIL, ``dask`` for the workers of a
+        ``dask.distributed`` cluster (see the module docstring); a scheduler address
+        (``tcp://host:8786``) means ``dask`` at that address. Default: ``dask`` when
+        ``MEDIMG_DASK_SCHEDULER`` is set, else ``loky``.
     batch_size : int or "auto"
         Items sent to a worker at a time (joblib's auto-tuning by default).
     on_result : callable, optional
@@ -130,28 +157,83 @@ def map_items(
     from tqdm.auto import tqdm
 
     items = list(items) if not isinstance(items, Sequence) else items
+    backend, address = resolve_backend(backend)
     workers = min(resolve_n_jobs(n_jobs), max(1, len(items)))
+    if backend == "dask":
+        workers = max(1, len(items)) if n_jobs in (None, -1) else max(1, workers)
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=True)
     results: list[ItemResult] = []
     try:
-        if workers == 1:
+        if workers == 1 and backend != "dask":
             for item in items:
                 results.append(_guarded(fn, item))
                 if on_result is not None:
                     on_result(results[-1])
                 bar.update(1)
         else:
-            from joblib import Parallel, delayed
+            from joblib import Parallel, delayed, parallel_config
 
-            parallel = Parallel(
-                n_jobs=workers, backend=backend, return_as="generator", batch_size=batch_size
-            )
-            parent = os.getpid()
-            for result in parallel(delayed(_guarded)(fn, item, parent) for item in items):
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-                bar.update(1)
+            with contextlib.ExitStack() as stack:
+                if backend == "dask":
+                    # the cluster's workers are not this process's children: no watchdog
+                    stack.enter_context(_dask_client(address))
+                    stack.enter_context(parallel_config(backend="dask"))
+                    parallel = Parallel(n_jobs=workers, return_as="generator",
+                                        batch_size=batch_size)
+                    parent = None
+                else:
+                    parallel = Parallel(n_jobs=workers, backend=backend,
+                                        return_as="generator", batch_size=batch_size)
+                    parent = os.getpid()
+                for result in parallel(delayed(_guarded)(fn, item, parent) for item in items):
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+                    bar.update(1)
     finally:
         bar.close()
     return results
+
+
+def resolve_backend(backend: str | None) -> tuple[str, str | None]:
+    """``(joblib backend, dask scheduler address or None)`` for a ``backend`` argument.
+
+    Raises
+    ------
+    ConfigError
+        An unknown backend, or ``dask`` without a scheduler address.
+    """
+    env = os.environ.get(DASK_SCHEDULER_ENV, "").strip() or None
+    if backend is None or backend == "":
+        return ("dask", env) if env else ("loky", None)
+    backend = str(backend)
+    if "://" in backend:
+        return "dask", backend
+    if backend not in _BACKENDS:
+        raise ConfigError(f"parallel backend {backend!r} is not one of "
+                          f"{', '.join(_BACKENDS)} or a dask scheduler address (tcp://host:port)")
+    if backend == "dask" and env is None:
+        raise ConfigError(f"the dask backend needs a scheduler address: set "
+                          f"{DASK_SCHEDULER_ENV}=tcp://host:port or pass it as the backend")
+    return backend, env if backend == "dask" else None
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None) -> Iterator[Any]:
+    """A ``dask.distributed`` client of the scheduler at ``address`` for the block (the
+    joblib backend sends its tasks to the current client)."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - a runtime dependency
+        raise ConfigError("the dask backend needs dask.distributed "
+                          "(pip install 'dask[distributed]')") from None
+    try:
+        client = Client(address, set_as_default=True, timeout=DASK_CONNECT_TIMEOUT_S)
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the dask scheduler at {address} ({exc}); check "
+                          f"{DASK_SCHEDULER_ENV} or the config") from None
+    try:
+        with client.as_current():
+            yield client
+    finally:
+        client.close()
