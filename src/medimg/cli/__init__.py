@@ -56,19 +56,28 @@ def profile_argument(parser: argparse.ArgumentParser, default: str | None = None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..config import find_repo_root
+    from ..config import PROFILES, find_repo_root
+    from ..errors import ConfigError
     from ..runner import find_notebooks, format_table, run_notebooks
 
-    root = find_repo_root()
-    notebooks = [Path(p) for p in args.notebooks] or find_notebooks(root / "notebooks")
-    if not notebooks:
-        print("medimg: no notebooks found", file=sys.stderr)
-        return 1
-    runs = run_notebooks(notebooks, profile=args.profile, reports_dir=args.reports,
-                         html=not args.no_html, timeout=args.timeout)
+    if args.notebooks:
+        notebooks = [Path(p) for p in args.notebooks]
+    else:
+        folder = find_repo_root() / "notebooks"
+        notebooks = find_notebooks(folder)
+        if not notebooks:
+            raise MedimgError("no notebooks (.ipynb) in this folder", folder)
+    profile = args.profile or os.environ.get("MEDIMG_PROFILE") or "demo"
+    if profile not in PROFILES:
+        raise ConfigError(f"MEDIMG_PROFILE={profile!r} is not a profile (expected one of "
+                          f"{', '.join(PROFILES)})")
+    runs = run_notebooks(notebooks, profile=profile, reports_dir=args.reports,
+                         html=not args.no_html, timeout=args.timeout,
+                         progress_every=args.progress_every)
     print()
     print(format_table(runs))
-    print(f"\nresults: {Path(args.reports) / 'results.json'}")
+    print(f"\nfigures vary from run to run (random initialisation, sampling, threads): "
+          f"compare intervals, not digits; all figures: {Path(args.reports) / 'results.json'}")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 
@@ -76,9 +85,27 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     from ..runner import format_table, run_notebook
 
     run = run_notebook(args.path, profile=args.profile, output_dir=args.reports,
-                       html=not args.no_html, timeout=args.timeout)
-    print(format_table([run]))
+                       html=not args.no_html, timeout=args.timeout,
+                       progress_every=args.progress_every, announce=True)
+    print(format_table([run], total=False))
     return 0
+
+
+def _runner_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options ``demo`` and ``notebook`` share."""
+    from ..runner import PROGRESS_EVERY_S
+
+    parser.add_argument("--reports", default="reports",
+                        help="folder for the executed notebooks, HTML and results.json "
+                             "(default: reports)")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    parser.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
+                        help="seconds allowed per cell (default: no limit)")
+    parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S,
+                        metavar="SECONDS",
+                        help="a progress line (notebook, cell, elapsed time) every so many "
+                             f"seconds while a notebook runs; 0 for none (default: "
+                             f"{PROGRESS_EVERY_S:g})")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -111,19 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
     p = sub.add_parser("demo", help="execute every notebook, write reports/ and a results table")
-    profile_argument(p, "demo")
+    profile_argument(p)
     p.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
-    p.add_argument("--reports", default="reports", help="output folder (default: reports)")
-    p.add_argument("--no-html", action="store_true", help="skip the HTML export")
-    p.add_argument("--timeout", type=int, default=None, help="seconds allowed per cell")
+    _runner_arguments(p)
     p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("notebook", help="execute one notebook under a profile")
-    p.add_argument("path")
-    profile_argument(p, "smoke")
-    p.add_argument("--reports", default="reports")
-    p.add_argument("--no-html", action="store_true")
-    p.add_argument("--timeout", type=int, default=None)
+    p.add_argument("path", help="the notebook (.ipynb)")
+    profile_argument(p, "smoke", help="config profile (default: smoke)")
+    _runner_arguments(p)
     p.set_defaults(handler=_cmd_notebook)
 
     p = sub.add_parser("synth", help="write synthetic data for a data set")
