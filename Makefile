@@ -6,7 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.medimg-installed
-PROFILE ?= demo
+# make demo PROFILE=full, or MEDIMG_PROFILE=full make demo
+PROFILE ?= $(or $(MEDIMG_PROFILE),demo)
 
 .PHONY: venv test demo bench bench-quick lint format clean-data clean
 
