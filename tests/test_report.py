@@ -103,3 +103,13 @@ def test_default_headline_prefers_test_intervals():
     # the list recorded by the notebook wins over the default
     figures[report.HEADLINE_KEY] = [["epochs"]]
     assert report.headline_figures(figures) == [("epochs", "10")]
+
+
+def test_results_keep_the_recording_order(results_file):
+    report.record("nb", test_dice_wt=0.9, test_dice_wt_low=0.8, test_dice_wt_high=0.95,
+                  test_dice_tc=0.7, test_dice_tc_low=0.6, test_dice_tc_high=0.8)
+    stored = report.load_results(results_file)["nb"]
+    assert list(stored) == ["test_dice_wt", "test_dice_wt_low", "test_dice_wt_high",
+                            "test_dice_tc", "test_dice_tc_low", "test_dice_tc_high"]
+    assert [label for label, _ in report.headline_figures(stored)] == ["test Dice WT",
+                                                                      "test Dice TC"]

@@ -140,7 +140,8 @@ def record(name: str, *, headline: Sequence[Any] | None = None, **figures: Any) 
         group[HEADLINE_KEY] = entries
     if target:
         results[name] = group
-        atomic_write_text(target, json.dumps(results, indent=2, sort_keys=True))
+        # in recording order: the table's default headline follows it
+        atomic_write_text(target, json.dumps(results, indent=2))
     return plain
 
 

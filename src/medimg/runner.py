@@ -294,9 +294,12 @@ def _kernel_environment(profile: str, results_file: Path, home: Path,
         # matplotlib's inline backend (ipykernel's default) embeds the figures in the
         # executed copy; an inherited MPLBACKEND=Agg would silently drop them.
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-        # TensorFlow: errors only once started (the start-up lines are silenced by
-        # kernel_startup); Python's deprecation warnings are for developers.
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        # TensorFlow's C++ log: as the caller set it, else fatal only, as the medimg
+        # command sets it (its ERROR level also carries notices such as oneDNN's "DT_INT32
+        # only with AVX-512"; a failing op still raises in the cell). The start-up lines
+        # are silenced by kernel_startup whatever the level. Python's deprecation
+        # warnings are for developers.
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
         # tqdm bars redraw at most every 10 s (the executed copy keeps the last state)
         "TQDM_MININTERVAL": "10",
@@ -399,6 +402,9 @@ def run_notebook(
             nb, timeout=timeout, kernel_name=kernel_name, config=config,
             resources={"metadata": {"path": str(path.parent)}},
             coalesce_streams=True,  # progress bars: their final state only
+            # the results are on disk when the last cell ends; a graceful shutdown only adds
+            # ipykernel's "Task was destroyed but it is pending!" to the log
+            shutdown_kernel="immediate",
             extra_arguments=([f"--IPKernelApp.exec_lines={KERNEL_STARTUP}"]
                              if kernel_name.startswith("python") else []),
             on_cell_start=progress.on_cell_start,

@@ -76,8 +76,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                          progress_every=args.progress_every)
     print()
     print(format_table(runs))
-    print(f"\nfigures vary from run to run (random initialisation, sampling, threads): "
-          f"compare intervals, not digits; all figures: {Path(args.reports) / 'results.json'}")
+    print(f"\nEvery recorded figure: {Path(args.reports) / 'results.json'}. Figures vary from "
+          f"run to run (random weights,\nsampling, threads): compare the 95% intervals, not the "
+          f"last digit.")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 
