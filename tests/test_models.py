@@ -126,8 +126,19 @@ def test_options():
         ({"image_shape": (64, 64, 1), "n_features": 3, "dropout": 1.0}, "dropout"),
         ({"image_shape": (8, 8, 1), "n_features": 3, "filters": (4, 4, 4, 4)}, "poolings"),
         ({"image_shape": (64, 64, 1), "n_features": -1}, "n_features"),
+        ({"image_shape": (64, 64, 1), "n_features": 3, "batch_norm_momentum": 1.0}, "momentum"),
     ],
 )
 def test_bad_settings(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         two_input_classifier(**kwargs)
+
+
+def test_batch_norm_momentum_reaches_every_layer():
+    model = two_input_classifier((32, 32, 1), 2, filters=(4, 8), convs_per_block=2,
+                                 batch_norm_momentum=0.9, compile=False)
+    momenta = [layer.momentum for layer in model.layers
+               if type(layer).__name__ == "BatchNormalization"]
+    assert momenta == [0.9] * 4
+    default = two_input_classifier((32, 32, 1), 2, filters=(4,), compile=False)
+    assert default.get_layer("block1_bn1").momentum == 0.99

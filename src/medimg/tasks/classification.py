@@ -302,8 +302,8 @@ def build_model(image_shape: Sequence[int], n_features: int, **settings: Any) ->
     n_features : int
         Width of the feature vector.
     **settings
-        ``filters``, ``convs_per_block``, ``batch_norm``, ``dropout``,
-        ``dense_units``, ``feature_units`` (the config's ``model`` section).
+        ``filters``, ``convs_per_block``, ``batch_norm``, ``batch_norm_momentum``,
+        ``dropout``, ``dense_units``, ``feature_units`` (the config's ``model`` section).
 
     Returns
     -------
@@ -311,8 +311,8 @@ def build_model(image_shape: Sequence[int], n_features: int, **settings: Any) ->
         Inputs ``(image, features)``, output ``(N, 1)`` probabilities; compile it with
         :func:`compile_model` or your own ``model.compile``.
     """
-    allowed = {"filters", "convs_per_block", "batch_norm", "dropout", "dense_units",
-               "feature_units", "name"}
+    allowed = {"filters", "convs_per_block", "batch_norm", "batch_norm_momentum", "dropout",
+               "dense_units", "feature_units", "name"}
     unknown = sorted(set(settings) - allowed)
     if unknown:
         raise ConfigError(f"build_model: unknown setting(s) {unknown} "
