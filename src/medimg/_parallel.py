@@ -161,7 +161,9 @@ def map_items(
     workers = min(resolve_n_jobs(n_jobs), max(1, len(items)))
     if backend == "dask":
         workers = max(1, len(items)) if n_jobs in (None, -1) else max(1, workers)
-    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=True)
+    # nothing to do (a rerun that finds everything cached) draws no empty bar
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not items,
+               leave=True)
     results: list[ItemResult] = []
     try:
         if workers == 1 and backend != "dask":
