@@ -24,6 +24,7 @@ from .errors import InvalidImageError, PatchError
 
 __all__ = [
     "PatchSampler",
+    "allowed_start_indices",
     "allowed_starts",
     "channel_statistics",
     "gaussian_weights",
@@ -151,6 +152,31 @@ def allowed_starts(label: np.ndarray, patch_shape: Sequence[int], *,
     if flat is None:
         flat = np.arange(math.prod(grid))
     return np.stack(np.unravel_index(flat, grid), axis=1)
+
+
+def allowed_start_indices(label: np.ndarray, patch_shape: Sequence[int], *,
+                          max_background: float = 0.96) -> tuple[np.ndarray | None,
+                                                                 tuple[int, ...]]:
+    """The allowed starts of :func:`allowed_starts` as flat indices into the grid of starts.
+
+    The compact form a cache stores (sorted, so runs of consecutive starts can be
+    stored as ``(first, length)`` pairs).
+
+    Returns
+    -------
+    flat : numpy.ndarray of int64, shape (M,), sorted; or None
+        ``None`` when every position is allowed (``max_background`` high enough).
+    grid : tuple of int
+        Shape of the grid of starts (``spatial - patch + 1``); a flat index ``i`` is the
+        start ``numpy.unravel_index(i, grid)``.
+
+    Raises
+    ------
+    PatchError
+        As :func:`allowed_starts`.
+    """
+    flat, grid = _allowed_flat(label, patch_shape, max_background)
+    return (None if flat is None else flat.astype(np.int64, copy=False)), grid
 
 
 def patch_starts(label: np.ndarray, patch_shape: Sequence[int], n: int, *,

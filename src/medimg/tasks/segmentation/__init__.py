@@ -20,7 +20,7 @@ Modules: :mod:`.plan`, :mod:`.preprocess`, :mod:`.data`, :mod:`.model`,
 their data set (discovery, labels and regions, splits).
 """
 
-from .data import CaseReader, patch_dataset
+from .data import CaseReader, patch_dataset, patch_dataset_fn, sampling_index
 from .evaluate import evaluate_folder, mean_with_ci, score_case, summarize
 from .inference import (
     predict_case,
@@ -84,6 +84,7 @@ __all__ = [
     "metrics_for",
     "normalize",
     "patch_dataset",
+    "patch_dataset_fn",
     "predict_case",
     "predict_cases",
     "predict_files",
@@ -93,6 +94,7 @@ __all__ = [
     "probabilities_to_labels",
     "read_case",
     "run",
+    "sampling_index",
     "sampling_settings",
     "score_case",
     "split_cases",
