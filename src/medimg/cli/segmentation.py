@@ -204,11 +204,7 @@ def _adapter(name: str | None):
         from ..tasks import brats
 
         return brats.ADAPTER
-    if name == "verse":
-        from ..tasks import spine
-
-        return spine.ADAPTER
-    raise ValueError(name)
+    raise ValueError(name)  # the spine verbs (medimg.cli.spine) build their own adapter
 
 
 def _brats_prepare_arguments(parser: argparse.ArgumentParser) -> None:
