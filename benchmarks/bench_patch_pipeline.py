@@ -16,9 +16,10 @@ Rows:
   27 such patches/s in float16, so a pipeline above ~30 patches/s keeps such a GPU fed
   (``--train-step`` also times one step of the full 3-D U-Net on this CPU).
 - **memory**: peak resident memory (RSS sampled every 10 ms, and ``ru_maxrss``) of a
-  process that reads one epoch of ``--patches-per-case`` patches per subject through
-  ``patch_dataset`` over 12 and over 48 subjects (each in a fresh process), and its
-  growth over the RSS once TensorFlow is imported and the dataset built.
+  process that reads one epoch through ``patch_dataset`` from 12 and from 48 subjects
+  (each in a fresh process; the same number of patches per epoch, ``--patches-per-case``
+  per subject of the larger set), and its growth over the RSS once TensorFlow is
+  imported and the dataset built.
 
 Usage::
 
@@ -78,7 +79,11 @@ def rss_mb():
 plan = seg.Plan.from_dict(json.loads(sys.argv[1]))
 paths = json.loads(sys.argv[2])
 per_case = int(sys.argv[3])
+def maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+marks = {"imported": maxrss_mb()}
 ds = seg.patch_dataset(paths, plan, patches_per_case=per_case, batch_size=2, seed=0)
+marks["dataset built"] = maxrss_mb()
 baseline = rss_mb()
 peak = [baseline]
 done = threading.Event()
@@ -91,12 +96,13 @@ start = time.perf_counter()
 count = 0
 for images, targets in ds:
     count += int(images.shape[0])
+    if count == 2:
+        marks["first batch"] = maxrss_mb()
 seconds = time.perf_counter() - start
 done.set(); watcher.join()
 print("RESULT " + json.dumps({"patches": count, "seconds": seconds, "baseline_mb": baseline,
                               "peak_mb": max(peak[0], rss_mb()),
-                              "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                              / 1024}))
+                              "maxrss_mb": maxrss_mb(), "marks": marks}))
 """
 
 
@@ -133,6 +139,7 @@ def main() -> None:
     p.add_argument("--patches-per-case", type=int, default=4)
     p.add_argument("--batches", type=int, default=12, help="batches per timed call")
     p.add_argument("--train-step", action="store_true", help="time one full-size U-Net step")
+    p.add_argument("--memory-only", action="store_true", help="only the memory rows")
     p.add_argument("--scratch", default=os.environ.get("MEDIMG_BENCH_SCRATCH",
                                                        "/tmp/medimg-bench"))
     args = p.parse_args()
@@ -150,14 +157,18 @@ def main() -> None:
     from medimg.tasks import segmentation as seg
 
     paths = list(cached["path"][:small])
+    if args.memory_only:
+        return memory_rows(plan, cached, small, n, args.patches_per_case)
     ds = seg.patch_dataset(paths, plan, patches_per_case=64, batch_size=2, seed=0)
     reader = ds.reader
-    iterator = iter(ds.repeat())
     rng = np.random.default_rng(0)
 
     def pipeline():
+        # a fresh iterator each call: nothing reads ahead while the other side is timed
+        iterator = iter(ds)
         for _ in range(batches):
             next(iterator)
+        del iterator
 
     def loop():
         for _ in range(2 * batches):
@@ -165,22 +176,29 @@ def main() -> None:
 
     row = compare(f"patch pipeline {plan.n_channels}x{'x'.join(map(str, plan.patch_shape))}",
                   loop, pipeline, items=2 * batches, repeats=args.repeats,
-                  note=f"textbook = the reader in a Python loop (one thread); medimg = "
-                       f"tf.data; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+                  note=f"textbook = the reader in a Python loop (one thread, no targets); "
+                       f"medimg = tf.data from a fresh iterator (start-up included); load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     emit(row)
     if args.train_step:
         seconds = train_step_seconds(plan)
         print(f"one training step (batch 2, {plan.depth} levels, {plan.base_filters} filters) "
               f"on this CPU: {seconds:.1f} s = {2 / seconds:.2f} patches/s consumed; the "
               f"pipeline gives {row.medimg_items_per_s:.1f} patches/s")
-    for count in (small, n):
-        result = epoch_memory(plan, list(cached["path"][:count]), args.patches_per_case)
+    memory_rows(plan, cached, small, n, args.patches_per_case)
+
+
+def memory_rows(plan, cached, small, n, per_case, repeats=2) -> None:
+    # the same number of patches per epoch from either set: only the subjects differ;
+    # interleaved and repeated (the allocator and the machine's load move the peak)
+    for count in [small, n] * repeats:
+        result = epoch_memory(plan, list(cached["path"][:count]), per_case * n // count)
         print(f"memory, {count} subjects, one epoch of {result['patches']} patches "
               f"({result['patches'] / result['seconds']:.1f} patches/s): peak RSS over the "
               f"epoch {result['peak_mb']:.0f} MB, {result['peak_mb'] - result['baseline_mb']:.0f}"
               f" MB above the RSS once the dataset is built ({result['baseline_mb']:.0f} MB); "
               f"process peak (ru_maxrss, TensorFlow's start-up included) "
-              f"{result['maxrss_mb']:.0f} MB")
+              f"{result['maxrss_mb']:.0f} MB ("
+              + ", ".join(f"{k} {v:.0f}" for k, v in result["marks"].items()) + ")")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,11 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from medimg.config import load_config  # noqa: E402
-from medimg.datasets import msd  # noqa: E402
-from medimg.errors import ConfigError, InvalidImageError, MedimgError  # noqa: E402
-from medimg.synthetic.msd import make_msd  # noqa: E402
-from medimg.tasks import segmentation as seg  # noqa: E402
+from medimg.config import load_config
+from medimg.datasets import msd
+from medimg.errors import ConfigError, InvalidImageError, MedimgError
+from medimg.synthetic.msd import make_msd
+from medimg.tasks import segmentation as seg
 
 
 @pytest.fixture(scope="module")
@@ -361,3 +361,152 @@ def test_fingerprint_names_a_broken_case(tmp_path, phantom):
     cases = msd.find_cases(folder)
     with pytest.raises(MedimgError, match="prostate_002"):
         seg.fingerprint(cases, n_jobs=1, progress=False)
+
+
+# --------------------------------------------------------------------------- pipeline (issue 12)
+
+def _batches(ds, n):
+    return [tuple(part.numpy() for part in batch) for batch in ds.take(n)]
+
+
+def test_patch_dataset_is_deterministic_epoch_after_epoch(prepared):
+    plan, manifest, _, _ = prepared
+    cached = seg.cached_cases(manifest)
+    kwargs = {"patches_per_case": 2, "batch_size": 2, "seed": 5, "augment": True}
+    first = seg.patch_dataset(cached, plan, **kwargs)
+    second = seg.patch_dataset(cached, plan, **kwargs)
+    epochs_a = [_batches(first, 5) for _ in range(2)]
+    epochs_b = [_batches(second, 5) for _ in range(2)]
+    for epoch_a, epoch_b in zip(epochs_a, epochs_b, strict=True):
+        for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    # a new epoch draws new patches; another seed draws others
+    assert not np.array_equal(epochs_a[0][0][0], epochs_a[1][0][0])
+    other = seg.patch_dataset(cached, plan, **{**kwargs, "seed": 6})
+    assert not np.array_equal(_batches(other, 1)[0][0], epochs_a[0][0][0])
+    # targets are the plan's 0/1 table in uint8
+    images, targets = epochs_a[0][0]
+    assert images.dtype == np.float32 and targets.dtype == np.uint8
+    assert set(np.unique(targets)) <= {0, 1}
+    # validation: the same patches every epoch, re-read (nothing cached in memory)
+    val = seg.patch_dataset(cached, plan, patches_per_case=2, batch_size=2, shuffle=False)
+    for (xa, _), (xb, _) in zip(_batches(val, 5), _batches(val, 5), strict=True):
+        np.testing.assert_array_equal(xa, xb)
+
+
+def test_shards_split_the_epoch_and_the_global_batch(prepared):
+    import tensorflow as tf
+
+    plan, manifest, _, _ = prepared
+    paths = list(seg.cached_cases(manifest)["path"])
+    one = seg.patch_dataset(paths, plan, patches_per_case=4, batch_size=1, seed=2)
+    whole = [x for x, _ in _batches(one, 20)]
+    fn = seg.patch_dataset_fn(paths, plan, patches_per_case=4, batch_size=2, seed=2)
+    shards = [fn(tf.distribute.InputContext(2, k, 2)) for k in range(2)]
+    assert [int(s.cardinality()) for s in shards] == [len(whole) // 2] * 2
+    for k, shard in enumerate(shards):
+        images = [x for x, _ in _batches(shard, 20)]
+        assert all(x.shape[0] == 1 for x in images)  # per-replica batch = 2 / 2 replicas
+        for j, x in enumerate(images):  # shard k holds patches k, k + 2, k + 4 ...
+            np.testing.assert_array_equal(x, whole[k + 2 * j])
+    with pytest.raises(ConfigError, match="global batch"):
+        fn(tf.distribute.InputContext(1, 0, 3))
+
+
+def test_allowed_starts_are_stored_and_reused(prepared, monkeypatch):
+    plan, manifest, _, _ = prepared
+    paths = list(seg.cached_cases(manifest)["path"])
+    reader = seg.CaseReader(paths, plan, max_background=0.9)
+    folder = os.path.dirname(paths[0])
+    stored = sorted(os.listdir(os.path.join(folder, "sampling")))
+    assert len(stored) == len(paths) and all(name.endswith(".npy") for name in stored)
+    ruled = [reader.sample(reader.usable[i % len(reader.usable)], seed=i) for i in range(12)]
+    # a later reader (a later run) reads them: the label is not even opened again
+    import medimg.tasks.segmentation.data as data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("allowed starts recomputed")
+
+    monkeypatch.setattr(data, "allowed_start_indices", refuse)
+    again = seg.CaseReader(paths, plan, max_background=0.9)
+    assert again.n_allowed == reader.n_allowed
+    for i, (_, label) in enumerate(ruled):
+        _, label_again = again.sample(again.usable[i % len(again.usable)], seed=i)
+        np.testing.assert_array_equal(label, label_again)
+        assert (label == 0).mean() <= 0.9
+    assert seg.sampling_indexes(paths, plan, 0.9, n_jobs=1) == reader.n_allowed
+
+
+def test_reads_match_the_stored_arrays_in_every_layout(prepared, tmp_path):
+    """Contiguous (mapped slab) and chunked (h5py) reads give the same patch, padding
+    included, for 3-D plans and 2-D plans across each axis."""
+    plan, manifest, _, _ = prepared
+    path = seg.cached_cases(manifest)["path"].iloc[0]
+    image, label, _ = seg.read_case(path)
+    for axis, patch in ((None, [16, 16, 8]), (0, [16, 8]), (2, [16, 16])):
+        variant = seg.Plan.from_dict({**plan.to_dict(), "dimensionality": "3d" if axis is None
+                                      else "2d", "slice_axis": axis, "patch_shape": patch})
+        reader = seg.CaseReader([path], variant)
+        rng = np.random.default_rng(axis or 0)
+        for _ in range(4):
+            start = reader.start(0, rng)
+            got_image, got_label = reader.read(0, start)
+            stop = start + np.asarray(reader.patch)
+            want_image = np.zeros((*reader.patch, image.shape[-1]), np.float32)
+            want_label = np.zeros(reader.patch, np.uint8)
+            src = tuple(slice(max(0, a), min(s, b))
+                        for a, b, s in zip(start, stop, label.shape, strict=True))
+            dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, start, strict=True))
+            want_image[dst], want_label[dst] = image[src], label[src]
+            np.testing.assert_array_equal(got_image, want_image)
+            np.testing.assert_array_equal(got_label, want_label)
+        ds = seg.patch_dataset([path], variant, patches_per_case=2, batch_size=2)
+        x, y = next(iter(ds))
+        assert x.shape == (2, *patch, plan.n_channels) and y.shape == (2, *patch, plan.n_outputs)
+
+
+def test_cases_are_stored_for_patch_reads(prepared):
+    import h5py
+
+    _, manifest, _, _ = prepared
+    with h5py.File(seg.cached_cases(manifest)["path"].iloc[0]) as h5:
+        for name in ("image", "label"):  # contiguous, uncompressed: read by mapping
+            assert h5[name].chunks is None and h5[name].compression is None
+            assert h5[name].id.get_offset() is not None
+
+
+@pytest.mark.slow
+def test_mixed_precision_training_converges_and_xla_steps_run(prepared):
+    """GPU switches exercised on the CPU: mixed_float16 on the 2-D network (TensorFlow's
+    CPU kernels have no float16 3-D pooling; GPUs and XLA do) and an XLA step of the 3-D
+    network."""
+    import keras
+
+    plan, manifest, _, _ = prepared
+    cached = seg.cached_cases(manifest)
+    slices = seg.Plan.from_dict({**plan.to_dict(), "dimensionality": "2d", "slice_axis": 2,
+                                 "patch_shape": [16, 16]})
+    ds = seg.patch_dataset(cached, slices, patches_per_case=8, batch_size=4, seed=1,
+                           foreground_fraction=1.0)
+    keras.utils.set_random_seed(0)
+    model = seg.build_model(slices, mixed_precision=True)
+    seg.compile_model(model, slices, learning_rate=1e-2)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy kept
+    assert model.dtype_policy.name == "mixed_float16" and model.output.dtype == "float32"
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    history = model.fit(ds, epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+    # XLA: a jit-compiled step gives the plain compiled step's loss from the same weights
+    volumes = seg.patch_dataset(cached, plan, patches_per_case=2, batch_size=2, seed=1)
+    x, y = next(iter(volumes))
+    keras.utils.set_random_seed(0)
+    plain = seg.compile_model(seg.build_model(plan, batch_norm=False), plan)
+    jitted = seg.compile_model(seg.build_model(plan, batch_norm=False), plan, xla=True)
+    jitted.set_weights(plain.get_weights())
+    assert jitted.jit_compile is True
+    first = np.ravel(plain.train_on_batch(x, y))[0]
+    second = np.ravel(jitted.train_on_batch(x, y))[0]
+    assert np.isfinite(second) and second == pytest.approx(first, rel=1e-4)

@@ -20,7 +20,7 @@ Modules: :mod:`.plan`, :mod:`.preprocess`, :mod:`.data`, :mod:`.model`,
 their data set (discovery, labels and regions, splits).
 """
 
-from .data import CaseReader, patch_dataset, patch_dataset_fn, sampling_index
+from .data import CaseReader, patch_dataset, patch_dataset_fn, sampling_index, sampling_indexes
 from .evaluate import evaluate_folder, mean_with_ci, score_case, summarize
 from .inference import (
     predict_case,
@@ -95,6 +95,7 @@ __all__ = [
     "read_case",
     "run",
     "sampling_index",
+    "sampling_indexes",
     "sampling_settings",
     "score_case",
     "split_cases",

@@ -60,7 +60,8 @@ from ...errors import ConfigError, LayoutError, PatchError
 from ...patches import allowed_start_indices
 from .plan import Plan
 
-__all__ = ["CaseReader", "patch_dataset", "patch_dataset_fn", "sampling_index"]
+__all__ = ["CaseReader", "patch_dataset", "patch_dataset_fn", "sampling_index",
+           "sampling_indexes"]
 
 #: Open HDF5 files kept per thread, and cases whose sampling tables are kept in memory.
 _OPEN_FILES = 8
@@ -193,6 +194,38 @@ def sampling_index(path: str | os.PathLike, patch: Sequence[int], max_background
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         np.save(handle, runs)
     return runs
+
+
+def _index_one(task: dict[str, Any]) -> int:
+    """Worker: the allowed starts of one case (stored); returns how many there are."""
+    runs = sampling_index(task["path"], task["patch"], task["max_background"])
+    return int(runs[:, 1].sum())
+
+
+def sampling_indexes(paths: Sequence[str | os.PathLike], plan: Plan, max_background: float,
+                     *, n_jobs: int | None = -1, backend: str | None = None,
+                     progress: bool = False) -> list[int]:
+    """Store the allowed starts of every case for the plan's patch (in parallel).
+
+    ``medimg prepare`` runs it after preprocessing when ``sampling.max_background`` > 0,
+    so that training finds them ready (:func:`sampling_index`).
+
+    Returns
+    -------
+    list of int
+        Allowed starts per case (0: the case cannot give such a patch); a case that
+        cannot be read counts 0 (the reader reports it when training starts).
+    """
+    from ..._parallel import map_items
+
+    patch = list(plan.patch_shape)
+    if plan.slice_axis is not None:
+        patch.insert(plan.slice_axis, 1)
+    tasks = [{"path": str(p), "patch": patch, "max_background": float(max_background)}
+             for p in paths]
+    results = map_items(_index_one, tasks, n_jobs=n_jobs, backend=backend, progress=progress,
+                        desc="sampling tables", unit="case")
+    return [int(r.value) if r.ok else 0 for r in results]
 
 
 def _raw_layout(dataset: Any) -> tuple[int, tuple[int, ...], np.dtype] | None:
@@ -412,12 +445,12 @@ class CaseReader:
             label = np.take(label, 0, axis=self.plan.slice_axis)
         return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
-    def sample_batch(self, indices: Sequence[int], seeds: Sequence[int],
-                     table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample_batch(self, indices: Sequence[int],
+                     seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Patches of several cases read straight into one batch (what the pipeline
-        calls): ``images (B, *patch, c)`` float32 and ``codes (B, *patch)`` uint8, or the
-        targets ``table[codes]`` ``(B, *patch, k)`` when a ``(n_codes, k)`` table is given.
-        Patch ``i`` is ``sample(indices[i], seeds[i])``; the arrays are 64-byte aligned."""
+        calls): ``images (B, *patch, c)`` float32 and ``codes (B, *patch)`` uint8, 64-byte
+        aligned (TensorFlow takes them without a copy). Patch ``i`` is
+        ``sample(indices[i], seeds[i])``."""
         indices = [int(i) for i in np.asarray(indices).ravel()]
         seeds = [int(s) for s in np.asarray(seeds).ravel()]
         channels = {self.n_channels[i] for i in indices}
@@ -425,18 +458,13 @@ class CaseReader:
             raise LayoutError(f"cached cases have different numbers of channels {channels}")
         n_channels = channels.pop() if channels else 1
         images = _aligned_empty((len(indices), *self.patch, n_channels), np.float32)
-        labels = np.empty((len(indices), *self.patch), np.uint8)
+        labels = _aligned_empty((len(indices), *self.patch), np.uint8)
         for slot, (index, seed) in enumerate(zip(indices, seeds, strict=True)):
             rng = np.random.default_rng(seed & 0xFFFFFFFFFFFFFFFF)
             self.read(index, self.start(index, rng), out=(images[slot], labels[slot]))
         spatial = tuple(self.plan.patch_shape)
-        images = images.reshape(len(indices), *spatial, n_channels)
-        labels = labels.reshape(len(indices), *spatial)
-        if table is None:
-            return images, labels
-        targets = _aligned_empty((*labels.shape, table.shape[1]), table.dtype)
-        np.take(table, labels, axis=0, out=targets)
-        return images, targets
+        return (images.reshape(len(indices), *spatial, n_channels),
+                labels.reshape(len(indices), *spatial))
 
     def close(self) -> None:
         """Close every open file and forget the cached tables."""
@@ -552,15 +580,19 @@ def patch_dataset(
     patch = tuple(int(p) for p in plan.patch_shape)
     spatial_dims = len(patch)
 
+    lookup = tf.constant(table)
+
     def read(indices: Any, element_seeds: Any) -> Any:
-        return reader.sample_batch(indices, element_seeds, table)
+        return reader.sample_batch(indices, element_seeds)
 
     def load(indices: Any, element_seeds: Any) -> Any:
-        images, targets = tf.numpy_function(read, [indices, element_seeds],
-                                            [tf.float32, tf.uint8], stateful=False)
+        images, codes = tf.numpy_function(read, [indices, element_seeds],
+                                          [tf.float32, tf.uint8], stateful=False)
         images = tf.ensure_shape(images, (None, *patch, n_channels))
-        targets = tf.ensure_shape(targets, (None, *patch, n_outputs))
-        return images, targets, element_seeds
+        codes = tf.ensure_shape(codes, (None, *patch))
+        # class codes to targets in TensorFlow (its threads, not Python's)
+        targets = tf.gather(lookup, tf.cast(codes, tf.int32))
+        return images, tf.ensure_shape(targets, (None, *patch, n_outputs)), element_seeds
 
     indices = tf.data.Dataset.from_tensor_slices(np.repeat(usable, per_case))
     seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=bool(shuffle))

@@ -27,7 +27,7 @@ from ...datasets.msd import find_cases
 from ...datasets.splits import split_by_group
 from ...errors import ConfigError, LayoutError, MedimgError
 from ...synthetic import ensure_data
-from .data import patch_dataset
+from .data import patch_dataset, patch_dataset_fn, sampling_indexes
 from .evaluate import evaluate_folder, summarize
 from .inference import predict_cases
 from .model import build_model, compile_model
@@ -188,8 +188,23 @@ def prepare(cfg: Any, *, data: str | os.PathLike | None = None,
     plan = make_plan_from_config(prints, cfg)
     plan.save(out / "plan.json")
     cache_root = cfg.repo_root / cfg.preprocess.cache_dir
-    manifest = preprocess(fit_cases, plan, cache_root, n_jobs=cfg.n_jobs, progress=progress)
+    backend = parallel_backend(cfg)
+    manifest = preprocess(fit_cases, plan, cache_root, n_jobs=cfg.n_jobs, progress=progress,
+                          backend=backend)
+    max_background = float(cfg.sampling.max_background)
+    if max_background > 0:  # the rule's allowed starts, stored once for every later run
+        ok = manifest[manifest["status"].isin(["ok", "cached"])]
+        sampling_indexes(list(ok["path"]), plan, max_background, n_jobs=cfg.n_jobs,
+                         backend=backend, progress=progress)
     return Prepared(plan, manifest, table, root, out)
+
+
+def parallel_backend(cfg: Any) -> str | None:
+    """The :func:`medimg._parallel.map_items` backend of a config: its ``dask_scheduler``
+    address when it has one, else the default (``MEDIMG_DASK_SCHEDULER`` when set, else
+    processes on this machine)."""
+    address = cfg.get("dask_scheduler") if hasattr(cfg, "get") else None
+    return str(address) if address else None
 
 
 def run(cfg: Any, *, data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
@@ -230,6 +245,8 @@ def run(cfg: Any, *, data: str | os.PathLike | None = None, out: str | os.PathLi
         A bad data set (layout, unreadable or inconsistent cases, named) before any
         training starts.
     """
+    # first: a multi-worker strategy sets up its collectives when TensorFlow starts
+    strategy = training.strategy_for(cfg.train.get("distribute", "none"))
     plan, manifest, table, _, out = prepare(cfg, data=data, out=out, adapter=adapter,
                                             progress=progress)
     description = plan.description()
@@ -246,24 +263,32 @@ def run(cfg: Any, *, data: str | os.PathLike | None = None, out: str | os.PathLi
                                if c in cached.index]] for name in ("train", "validation")}
     train_cfg = cfg.train
     common = sampling_settings(cfg, len(parts["train"]))
-    train_ds = patch_dataset(parts["train"], plan, augment=bool(train_cfg.augment), **common)
-    val_ds = (patch_dataset(parts["validation"], plan, shuffle=False, **common)
+    # train.distribute: the data come as dataset_fn(input_context), one shard per worker,
+    # batch_size the global batch (see medimg.training)
+    make_data = patch_dataset if strategy is None else patch_dataset_fn
+    train_ds = make_data(parts["train"], plan, augment=bool(train_cfg.augment), **common)
+    val_ds = (make_data(parts["validation"], plan, shuffle=False, **common)
               if len(parts["validation"]) else None)
     import keras
 
     keras.utils.set_random_seed(int(cfg.seed))
-    model = build_model(plan, batch_norm=bool(cfg.model.batch_norm),
-                        deconvolution=bool(cfg.model.deconvolution),
-                        mixed_precision=bool(train_cfg.mixed_precision))
-    compile_model(model, plan, learning_rate=float(train_cfg.learning_rate),
-                  xla=bool(train_cfg.xla))
+    with training.scope(strategy):
+        model = build_model(plan, batch_norm=bool(cfg.model.batch_norm),
+                            deconvolution=bool(cfg.model.deconvolution),
+                            mixed_precision=bool(train_cfg.mixed_precision))
+        compile_model(model, plan, learning_rate=float(train_cfg.learning_rate),
+                      xla=bool(train_cfg.xla))
     start = time.perf_counter()
     history = training.train(model, train_ds, val_ds, epochs=int(epochs or train_cfg.epochs),
                              run_dir=out / "run", monitor=str(train_cfg.monitor),
                              patience=int(train_cfg.patience), tensorboard=False,
-                             seed=int(cfg.seed), verbose=verbose)
+                             seed=int(cfg.seed), verbose=verbose, strategy=strategy)
     train_seconds = time.perf_counter() - start
     model_path = out / "model.keras"
+    if not training.is_chief(strategy):  # the chief saves, predicts and scores
+        return {"plan": plan, "cases": table, "manifest": manifest, "history": history,
+                "model_path": model_path, "plan_path": plan_path, "out": out,
+                "train_seconds": train_seconds, "model": model}
     model.save(model_path)
     predictions = pd.DataFrame(columns=["case", "prediction", "status", "seconds", "error"])
     scores = pd.DataFrame()
