@@ -136,6 +136,54 @@ def test_patient_without_class_row_is_a_layout_error(synthetic_root, tmp_path):
         rsna.load_labels(root)
 
 
+def test_patient_only_in_the_class_file_is_a_layout_error(synthetic_root, tmp_path):
+    root = _copy(synthetic_root, tmp_path)
+    labels = pd.read_csv(root / "stage_2_train_labels.csv")
+    first = labels.patientId[0]
+    labels[labels.patientId != first].to_csv(root / "stage_2_train_labels.csv", index=False)
+    with pytest.raises(LayoutError, match="no row in stage_2_train_labels.csv") as info:
+        rsna.load_labels(root)
+    assert first in str(info.value)
+
+
+def test_a_repeated_box_row_is_a_layout_error(synthetic_root, tmp_path):
+    root = _copy(synthetic_root, tmp_path)
+    labels = pd.read_csv(root / "stage_2_train_labels.csv")
+    boxed = labels[labels.Target == 1].iloc[:1]
+    pd.concat([labels, boxed]).to_csv(root / "stage_2_train_labels.csv", index=False)
+    with pytest.raises(LayoutError, match="repeat an earlier row exactly") as info:
+        rsna.load_labels(root)
+    assert boxed.patientId.iloc[0] in str(info.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"x": -5.0}, "negative x or y"),
+    ({"width": 5000.0}, "past the edge"),
+])
+def test_boxes_outside_the_image(synthetic_root, tmp_path, edit, message):
+    from medimg.io import dicom_metadata
+
+    root = _copy(synthetic_root, tmp_path)
+    labels = pd.read_csv(root / "stage_2_train_labels.csv")
+    index = labels.index[labels.Target == 1][0]
+    for column, value in edit.items():
+        labels.loc[index, column] = value
+    labels.to_csv(root / "stage_2_train_labels.csv", index=False)
+    with pytest.raises(LayoutError, match=message) as info:
+        table = rsna.load_labels(root)
+        metadata = dicom_metadata(rsna.patients(table)["path"], n_jobs=1, progress=False)
+        rsna.check_boxes(table, metadata)
+    assert labels.patientId[index] in str(info.value)
+
+
+def test_boxes_inside_the_image_pass(synthetic_root):
+    from medimg.io import dicom_metadata
+
+    table = rsna.load_labels(synthetic_root)
+    metadata = dicom_metadata(rsna.patients(table)["path"], n_jobs=1, progress=False)
+    rsna.check_boxes(table, metadata)  # raises on any box past an edge
+
+
 def test_datasets_rsna_imports_no_higher_layer():
     """datasets holds layouts, tables and caches: no models, metrics, training, tasks."""
     import subprocess

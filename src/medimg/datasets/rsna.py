@@ -36,8 +36,8 @@ from ..spatial import crop_or_pad, resize
 from .cache import build as build_items
 from .cache import cache_folder
 
-__all__ = ["CACHE_VERSION", "CLASSES", "RsnaCache", "RsnaLayout", "build_cache", "find_layout",
-           "load_labels", "patients", "preprocess_image"]
+__all__ = ["CACHE_VERSION", "CLASSES", "RsnaCache", "RsnaLayout", "build_cache", "check_boxes",
+           "find_layout", "load_labels", "patients", "preprocess_image"]
 
 #: The three classes of stage_2_detailed_class_info.csv; only the first has Target 1.
 CLASSES = ("Lung Opacity", "No Lung Opacity / Not Normal", "Normal")
@@ -152,10 +152,12 @@ def load_labels(root: str | os.PathLike | RsnaLayout) -> Any:
     Raises
     ------
     LayoutError
-        Missing files or columns; a patient with two classes or no class; a
-        Target that disagrees with the class (Target 1 must be "Lung Opacity");
-        a Target-1 row without a box or a Target-0 row with one. The message
-        names the file.
+        Missing files or columns; a patient with two classes or no class, or only
+        in the class file; a row repeated exactly (a box counted twice); a Target
+        that disagrees with the class (Target 1 must be "Lung Opacity"); a Target-1
+        row without a box or a Target-0 row with one; a box of non-positive size or
+        starting at a negative coordinate. The message names the file. (Boxes that
+        end past the image's edge need the image size: :func:`check_boxes`.)
     """
     layout = root if isinstance(root, RsnaLayout) else find_layout(root)
     boxes = _read_csv(layout.labels_csv, ("patientId", "x", "y", "width", "height", "Target"))
@@ -174,6 +176,16 @@ def load_labels(root: str | os.PathLike | RsnaLayout) -> Any:
     if without_class:
         raise LayoutError(f"{len(without_class)} labelled patient(s) have no row in "
                           f"{layout.class_csv.name} (e.g. {_examples(without_class)})",
+                          layout.labels_csv)
+    without_label = sorted(set(per_patient["patientId"]) - set(boxes["patientId"]))
+    if without_label:
+        raise LayoutError(f"{len(without_label)} patient(s) of {layout.class_csv.name} have no "
+                          f"row in {layout.labels_csv.name} (e.g. {_examples(without_label)}): "
+                          "their Target is unknown", layout.class_csv)
+    repeated = boxes[boxes.duplicated(keep="first")]
+    if len(repeated):
+        raise LayoutError(f"{len(repeated)} row(s) repeat an earlier row exactly (a box counted "
+                          f"twice; e.g. patient {_examples(repeated['patientId'])})",
                           layout.labels_csv)
 
     target = pd.to_numeric(boxes["Target"], errors="coerce")
@@ -201,11 +213,50 @@ def load_labels(root: str | os.PathLike | RsnaLayout) -> Any:
     if len(bad_size):
         raise LayoutError(f"{bad_size.nunique()} box(es) have a non-positive width or height "
                           f"(e.g. {_examples(bad_size)})", layout.labels_csv)
+    outside = labels["patientId"][has_box & ((labels["x"] < 0) | (labels["y"] < 0))]
+    if len(outside):
+        raise LayoutError(f"{outside.nunique()} box(es) start outside the image (negative x or "
+                          f"y; e.g. {_examples(outside)})", layout.labels_csv)
 
     labels["class"] = pd.Categorical(labels["class"], categories=list(CLASSES))
     labels = labels[["patientId", "class", "Target", *coords]].reset_index(drop=True)
     labels.attrs["layout"] = layout
     return labels
+
+
+def check_boxes(labels: Any, metadata: Any) -> None:
+    """Refuse boxes that reach past the edge of their image.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        From :func:`load_labels` (one row per box).
+    metadata : pandas.DataFrame
+        From :func:`medimg.io.dicom_metadata` on the patients' files, with ``path``,
+        ``rows`` and ``columns``; joined on ``patientId`` through the file names
+        (``<patientId>.dcm``).
+
+    Raises
+    ------
+    LayoutError
+        Some box ends past its image's columns or rows (the patients are named).
+    """
+    import pandas as pd
+
+    if not {"path", "rows", "columns"} <= set(metadata.columns):
+        raise LayoutError("check_boxes: metadata needs path, rows and columns "
+                          "(medimg.io.dicom_metadata)")
+    size = metadata.assign(patientId=metadata["path"].map(lambda p: Path(str(p)).stem))
+    merged = labels.merge(size[["patientId", "rows", "columns"]], on="patientId", how="inner")
+    columns = pd.to_numeric(merged["columns"], errors="coerce")
+    rows = pd.to_numeric(merged["rows"], errors="coerce")
+    past = merged["patientId"][(merged["x"] + merged["width"] > columns + 0.5)
+                               | (merged["y"] + merged["height"] > rows + 0.5)]
+    if len(past):
+        layout = labels.attrs.get("layout")
+        raise LayoutError(f"{past.nunique()} box(es) end past the edge of their image (x + "
+                          f"width > Columns or y + height > Rows; e.g. {_examples(past)})",
+                          getattr(layout, "labels_csv", None))
 
 
 def patients(labels: Any, images_dir: str | os.PathLike | None = None) -> Any:

@@ -167,9 +167,17 @@ def load_table(root: str | os.PathLike, *, n_jobs: int | None = -1,
     -------
     pandas.DataFrame
         As :func:`feature_table`.
+
+    Raises
+    ------
+    LayoutError
+        Bad label files (:func:`medimg.datasets.rsna.load_labels`) or a box that ends past
+        its image (:func:`medimg.datasets.rsna.check_boxes`).
     """
-    patients = rsna.patients(rsna.load_labels(root))
+    labels = rsna.load_labels(root)
+    patients = rsna.patients(labels)
     metadata = dicom_metadata(patients["path"], n_jobs=n_jobs, progress=progress)
+    rsna.check_boxes(labels, metadata)
     return feature_table(patients, metadata)
 
 
