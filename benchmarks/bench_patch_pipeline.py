@@ -15,7 +15,8 @@ Rows:
   to hold against a training step: NVIDIA's published nnU-Net figure on one A100 is about
   27 such patches/s in float16, so a pipeline above ~30 patches/s keeps such a GPU fed
   (``--train-step`` also times one step of the full 3-D U-Net on this CPU).
-- **memory**: peak resident memory (RSS sampled every 10 ms, and ``ru_maxrss``) of a
+- **memory**: peak resident memory (RSS sampled every 10 ms; ``ru_maxrss`` would include
+  the parent's memory at fork) of a
   process that reads one epoch through ``patch_dataset`` from 12 and from 48 subjects
   (each in a fresh process; the same number of patches per epoch, ``--patches-per-case``
   per subject of the larger set), and its growth over the RSS once TensorFlow is
@@ -195,10 +196,7 @@ def memory_rows(plan, cached, small, n, per_case, repeats=2) -> None:
         print(f"memory, {count} subjects, one epoch of {result['patches']} patches "
               f"({result['patches'] / result['seconds']:.1f} patches/s): peak RSS over the "
               f"epoch {result['peak_mb']:.0f} MB, {result['peak_mb'] - result['baseline_mb']:.0f}"
-              f" MB above the RSS once the dataset is built ({result['baseline_mb']:.0f} MB); "
-              f"process peak (ru_maxrss, TensorFlow's start-up included) "
-              f"{result['maxrss_mb']:.0f} MB ("
-              + ", ".join(f"{k} {v:.0f}" for k, v in result["marks"].items()) + ")")
+              f" MB above the RSS once the dataset is built ({result['baseline_mb']:.0f} MB)")
 
 
 if __name__ == "__main__":

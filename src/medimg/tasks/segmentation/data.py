@@ -581,6 +581,7 @@ def patch_dataset(
     spatial_dims = len(patch)
 
     lookup = tf.constant(table)
+    identity = table.shape[0] == table.shape[1] and np.array_equal(table, np.eye(len(table)))
 
     def read(indices: Any, element_seeds: Any) -> Any:
         return reader.sample_batch(indices, element_seeds)
@@ -590,8 +591,12 @@ def patch_dataset(
                                           [tf.float32, tf.uint8], stateful=False)
         images = tf.ensure_shape(images, (None, *patch, n_channels))
         codes = tf.ensure_shape(codes, (None, *patch))
-        # class codes to targets in TensorFlow (its threads, not Python's)
-        targets = tf.gather(lookup, tf.cast(codes, tf.int32))
+        # class codes to targets in TensorFlow (its threads, not Python's); one_hot is
+        # about twice as fast as a gather of rows where the table is the identity
+        if identity:
+            targets = tf.one_hot(codes, n_outputs, dtype=tf.uint8)
+        else:
+            targets = tf.gather(lookup, tf.cast(codes, tf.int32))
         return images, tf.ensure_shape(targets, (None, *patch, n_outputs)), element_seeds
 
     indices = tf.data.Dataset.from_tensor_slices(np.repeat(usable, per_case))
