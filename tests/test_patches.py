@@ -42,6 +42,20 @@ def test_allowed_starts_match_brute_force(rng, max_background):
     np.testing.assert_array_equal(got, _brute_force_starts(label, patch, max_background))
 
 
+@pytest.mark.parametrize("max_background", [0.5, 0.9, 1.0])
+def test_allowed_start_indices_are_the_flat_form_of_allowed_starts(rng, max_background):
+    _, label = _volume(rng, (14, 12, 10))
+    patch = (6, 5, 4)
+    flat, grid = patches.allowed_start_indices(label, patch, max_background=max_background)
+    assert grid == (9, 8, 7)
+    starts = patches.allowed_starts(label, patch, max_background=max_background)
+    if flat is None:  # every position allowed
+        assert max_background == 1.0 and len(starts) == math.prod(grid)
+    else:
+        assert flat.dtype == np.int64 and np.all(np.diff(flat) > 0)  # sorted, distinct
+        np.testing.assert_array_equal(np.stack(np.unravel_index(flat, grid), 1), starts)
+
+
 def test_sample_patches_respect_threshold_and_are_distinct(rng):
     image, label = _volume(rng)
     patch = (12, 10, 8)
