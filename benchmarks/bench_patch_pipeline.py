@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from harness import compare, emit, parser
+from harness import Row, emit, parser
 
 HERE = Path(__file__).resolve().parent
 
@@ -141,6 +142,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=12, help="batches per timed call")
     p.add_argument("--train-step", action="store_true", help="time one full-size U-Net step")
     p.add_argument("--memory-only", action="store_true", help="only the memory rows")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory rows")
     p.add_argument("--scratch", default=os.environ.get("MEDIMG_BENCH_SCRATCH",
                                                        "/tmp/medimg-bench"))
     args = p.parse_args()
@@ -164,28 +166,44 @@ def main() -> None:
     reader = ds.reader
     rng = np.random.default_rng(0)
 
-    def pipeline():
-        # a fresh iterator each call: nothing reads ahead while the other side is timed
+    def pipeline() -> float:
+        # a fresh iterator each call, its first batch (start-up) untimed; nothing reads
+        # ahead while the other side is timed
         iterator = iter(ds)
+        next(iterator)
+        start = time.perf_counter()
         for _ in range(batches):
             next(iterator)
+        seconds = time.perf_counter() - start
         del iterator
+        return seconds
 
-    def loop():
+    def loop() -> float:
+        start = time.perf_counter()
         for _ in range(2 * batches):
             reader.sample(int(rng.integers(len(paths))), int(rng.integers(2**62)))
+        return time.perf_counter() - start
 
-    row = compare(f"patch pipeline {plan.n_channels}x{'x'.join(map(str, plan.patch_shape))}",
-                  loop, pipeline, items=2 * batches, repeats=args.repeats,
-                  note=f"textbook = the reader in a Python loop (one thread, no targets); "
-                       f"medimg = tf.data from a fresh iterator (start-up included); load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    times: dict[str, list[float]] = {"loop": [], "pipeline": []}
+    loop(), pipeline()  # warm-up
+    for _ in range(args.repeats):
+        times["loop"].append(loop())
+        times["pipeline"].append(pipeline())
+    rates = {k: 2 * batches / statistics.median(v) for k, v in times.items()}
+    row = Row(f"patch pipeline {plan.n_channels}x{'x'.join(map(str, plan.patch_shape))}",
+              rates["loop"], rates["pipeline"], rates["pipeline"] / rates["loop"],
+              2 * batches, args.repeats,
+              note=f"textbook = the reader in a Python loop (one thread, no targets); "
+                   f"medimg = tf.data (targets, batches of 2, steady state); load "
+                   f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     emit(row)
     if args.train_step:
         seconds = train_step_seconds(plan)
         print(f"one training step (batch 2, {plan.depth} levels, {plan.base_filters} filters) "
               f"on this CPU: {seconds:.1f} s = {2 / seconds:.2f} patches/s consumed; the "
               f"pipeline gives {row.medimg_items_per_s:.1f} patches/s")
-    memory_rows(plan, cached, small, n, args.patches_per_case)
+    if not args.no_memory:
+        memory_rows(plan, cached, small, n, args.patches_per_case)
 
 
 def memory_rows(plan, cached, small, n, per_case, repeats=2) -> None:
