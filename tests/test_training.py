@@ -139,19 +139,21 @@ def dataset_fn(context):
     per_replica = context.get_per_replica_batch_size(8)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(per_replica)
 
-def fit(strategy):
+def fit(strategy, plain=False):
     keras.utils.set_random_seed(0)
     with training.scope(strategy):
         model = unet((16, 16, 1), 1, depth=2, base_filters=4, batch_norm=False,
                      final_activation="sigmoid")
         model.compile(optimizer=keras.optimizers.SGD(0.5), loss="binary_crossentropy")
-    history = training.train(model, dataset_fn, epochs=3, patience=0, tensorboard=False,
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8) if plain else dataset_fn
+    history = training.train(model, data, epochs=3, patience=0, tensorboard=False,
                              verbose=0, monitor="loss", strategy=strategy)
     return history, model.get_weights()
 
 strategy = training.strategy_for("mirrored")  # one per process: collectives are keyed
 one, weights_one = fit(None)
 two, weights_two = fit(strategy)
+three, _ = fit(strategy, plain=True)  # a plain dataset of global batches (the classifier's)
 # the segmentation pipeline's own dataset_fn and model on the two devices
 plan = seg.Plan.load(sys.argv[1])
 with training.scope(strategy):
@@ -165,6 +167,7 @@ history = training.train(model, fn, epochs=1, patience=0, tensorboard=False, ver
 print("RESULT " + json.dumps({
     "devices": strategy.num_replicas_in_sync,
     "loss_one": one["loss"].tolist(), "loss_two": two["loss"].tolist(),
+    "loss_plain": three["loss"].tolist(),
     "replicas": [one.attrs["replicas"], two.attrs["replicas"]],
     "max_weight_diff": max(float(np.max(np.abs(a - b))) for a, b in zip(weights_one, weights_two)),
     "per_replica_batch": int(images.shape[0]),
@@ -180,6 +183,7 @@ def test_two_devices_give_the_results_of_one(segmentation_cache):
     assert result["devices"] == 2 and result["replicas"] == [1, 2]
     # a mean loss over samples: one step on 2 x 4 samples is one step on 8
     np.testing.assert_allclose(result["loss_two"], result["loss_one"], rtol=1e-4)
+    np.testing.assert_allclose(result["loss_plain"], result["loss_one"], rtol=1e-4)
     assert result["max_weight_diff"] < 1e-4
     assert result["loss_one"][-1] < result["loss_one"][0]  # it did learn
     # the segmentation pipeline: the global batch of 4 split into 2 per replica

@@ -642,8 +642,9 @@ def run(cfg: Any, table: pd.DataFrame, images: Any, *, feature_columns: Sequence
     cfg : medimg.config.Config
         Uses ``seed``, ``split`` (``validation_fraction``, ``test_fraction``),
         ``model`` (:func:`build_model`'s settings), ``train`` (``epochs``,
-        ``batch_size``, ``learning_rate``, ``patience``, ``monitor``, ``augment``,
-        ``run_dir``) and ``evaluate`` (``n_bootstrap``, ``threshold``).
+        ``batch_size`` (global), ``learning_rate``, ``patience``, ``monitor``,
+        ``augment``, ``run_dir``, optional ``distribute``: :func:`medimg.training.strategy_for`)
+        and ``evaluate`` (``n_bootstrap``, ``threshold``).
     table : pandas.DataFrame
         One row per image: ``group``, ``target`` and ``feature_columns`` (and a
         ``split`` column, else :func:`split` makes one).
@@ -672,6 +673,8 @@ def run(cfg: Any, table: pd.DataFrame, images: Any, *, feature_columns: Sequence
     """
     import keras
 
+    # first: a multi-worker strategy sets up its collectives when TensorFlow starts
+    strategy = training.strategy_for(cfg.train.get("distribute", "none"))
     images = np.asarray(images)
     if len(images) != len(table):
         raise InvalidImageError(f"run: {len(images)} images for {len(table)} table rows")
@@ -695,16 +698,17 @@ def run(cfg: Any, table: pd.DataFrame, images: Any, *, feature_columns: Sequence
     train_ds = data("train", batch_size=train_cfg.batch_size, shuffle=True,
                     augment=bool(train_cfg.augment), seed=seed)
     validation_ds = data("validation", batch_size=64)
-    model = compile_model(build_model(images.shape[1:3] + (images.shape[3:] or (1,)),
-                                      len(columns), **cfg.model.to_dict()),
-                          learning_rate=train_cfg.learning_rate)
+    with training.scope(strategy):  # train.distribute: built and compiled in its scope
+        model = compile_model(build_model(images.shape[1:3] + (images.shape[3:] or (1,)),
+                                          len(columns), **cfg.model.to_dict()),
+                              learning_rate=train_cfg.learning_rate)
     run_dir = Path(run_dir) if run_dir is not None else (
         cfg.repo_root / train_cfg.run_dir / cfg.profile)
     start = time.perf_counter()
     history = training.train(model, train_ds, validation_ds,
                              epochs=int(epochs or train_cfg.epochs), run_dir=run_dir,
                              monitor=train_cfg.monitor, patience=int(train_cfg.patience),
-                             verbose=verbose, seed=seed)
+                             verbose=verbose, seed=seed, strategy=strategy)
     train_seconds = time.perf_counter() - start
     model_path = run_dir / "model.keras"
     model.save(model_path)
