@@ -510,3 +510,19 @@ def test_mixed_precision_training_converges_and_xla_steps_run(prepared):
     first = np.ravel(plain.train_on_batch(x, y))[0]
     second = np.ravel(jitted.train_on_batch(x, y))[0]
     assert np.isfinite(second) and second == pytest.approx(first, rel=1e-4)
+
+
+def test_a_damaged_case_file_is_named(prepared, tmp_path):
+    plan, manifest, _, _ = prepared
+    path = seg.cached_cases(manifest)["path"].iloc[0]
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(open(path, "rb").read()[:4096])  # truncated
+    with pytest.raises(MedimgError, match="broken.h5"):
+        seg.CaseReader([broken], plan)
+    empty = tmp_path / "empty.h5"
+    import h5py
+
+    with h5py.File(empty, "w") as h5:
+        h5["label"] = np.zeros((4, 4, 4), np.uint8)
+    with pytest.raises(MedimgError, match="empty.h5"):
+        seg.CaseReader([empty], plan)

@@ -328,7 +328,7 @@ class CaseReader:
                     counts = {int(k): int(h5["locations"][k].shape[0])
                               for k in h5.get("locations", {})}
                     raw_image, raw_label = _raw_layout(image), _raw_layout(h5["label"])
-            except OSError as exc:
+            except (OSError, KeyError) as exc:
                 raise LayoutError(f"cannot read the cached case ({exc})", path) from None
             self.shapes.append(shape)
             self.location_counts.append({k: n for k, n in counts.items() if n > 0})
