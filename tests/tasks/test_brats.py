@@ -11,12 +11,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from medimg.cli import main  # noqa: E402
-from medimg.config import load_config  # noqa: E402
-from medimg.datasets import msd  # noqa: E402
-from medimg.errors import LayoutError  # noqa: E402
-from medimg.synthetic.brats import make_brats  # noqa: E402
-from medimg.tasks import brats, segmentation  # noqa: E402
+from medimg.cli import main
+from medimg.config import load_config
+from medimg.datasets import msd
+from medimg.errors import LayoutError
+from medimg.synthetic.brats import make_brats
+from medimg.tasks import brats, segmentation
 
 TRAIN = "MICCAI_BraTS2020_TrainingData"
 

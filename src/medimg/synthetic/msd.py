@@ -79,7 +79,7 @@ def synthesize_case(shape: Sequence[int] = (96, 96, 24), *, seed: int | np.rando
     from scipy import ndimage
 
     rng = np.random.default_rng(seed)
-    shape = tuple(max(8, int(round(s * rng.uniform(0.9, 1.1)))) for s in shape)
+    shape = tuple(max(8, int(np.rint(s * rng.uniform(0.9, 1.1)))) for s in shape)
     spacing = np.array([rng.uniform(0.6, 0.8), 0.0, rng.uniform(2.5, 3.6)])
     spacing[1] = spacing[0]
     # world coordinates (mm) of voxel centres, origin at the grid centre
