@@ -12,10 +12,10 @@ from sklearn.metrics import roc_auc_score
 from medimg import metrics
 from medimg.errors import InvalidImageError
 from medimg.metrics import (
-    _rank_auc,
     auc_by_group,
     auc_with_ci,
     confusion_at,
+    rank_auc,
     roc_curve,
     youden_threshold,
 )
@@ -307,7 +307,7 @@ def _scores(rng, n=400, separation=1.0):
 def test_rank_auc_matches_sklearn_with_ties(rng):
     truth = rng.integers(0, 2, 200)
     score = np.round(rng.normal(truth * 0.8, 1.0), 1)  # many ties
-    assert _rank_auc(truth[None], score[None])[0] == pytest.approx(roc_auc_score(truth, score))
+    assert rank_auc(truth[None], score[None])[0] == pytest.approx(roc_auc_score(truth, score))
 
 
 def test_auc_and_interval(rng):
@@ -398,3 +398,30 @@ def test_auc_by_group(rng):
 def test_bad_input(truth, score, match):
     with pytest.raises(InvalidImageError, match=match):
         auc_with_ci(truth, score, n_bootstrap=10)
+
+
+def test_mean_with_ci_covers_the_mean_and_drops_missing_values():
+    from medimg.metrics import mean_with_ci
+
+    result = mean_with_ci([0.6, 0.7, None, float("nan"), 0.8, 0.9], seed=1)
+    assert result["n"] == 4 and result["mean"] == pytest.approx(0.75)
+    assert 0.6 <= result["low"] < result["mean"] < result["high"] <= 0.9
+    again = mean_with_ci([0.6, 0.7, 0.8, 0.9], seed=1)
+    assert again == mean_with_ci([0.6, 0.7, 0.8, 0.9], seed=1)  # seeded
+    single = mean_with_ci([0.5])
+    assert single["n"] == 1 and np.isnan(single["low"])
+    assert mean_with_ci([])["n"] == 0
+
+
+def test_proportion_with_ci_is_the_wilson_interval():
+    from scipy.stats import binomtest
+
+    from medimg.metrics import proportion_with_ci
+
+    result = proportion_with_ci(7, 20)
+    expected = binomtest(7, 20).proportion_ci(method="wilson")
+    assert result["rate"] == 0.35
+    assert (result["low"], result["high"]) == pytest.approx((expected.low, expected.high))
+    assert np.isnan(proportion_with_ci(0, 0)["rate"])
+    with pytest.raises(InvalidImageError):
+        proportion_with_ci(5, 3)

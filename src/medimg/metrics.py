@@ -18,6 +18,9 @@ __all__ = [
     "dice",
     "dice_metric",
     "hausdorff95",
+    "mean_with_ci",
+    "proportion_with_ci",
+    "rank_auc",
     "region_dice",
     "roc_curve",
     "soft_dice_loss",
@@ -26,7 +29,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------
-# Segmentation metrics (issue 6): Dice, soft-Dice loss, Keras Dice metric, BraTS regions,
+# Segmentation metrics: Dice, soft-Dice loss, Keras Dice metric, BraTS regions,
 # Hausdorff 95. NumPy arrays and tf.Tensors; Keras parts use keras.ops, so they run on
 # any Keras backend (TensorFlow here, JAX on a GPU).
 # ---------------------------------------------------------------------------------------
@@ -552,7 +555,7 @@ def hausdorff95(a, b, spacing=None) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Classification evaluation (issue 5): AUC with a bootstrap interval, ROC curve,
+# Classification evaluation: AUC with a bootstrap interval, ROC curve,
 # confusion matrix at a threshold, AUC per group (e.g. view position). scikit-learn for
 # the curves; the bootstrap uses the rank (Mann-Whitney) form of the AUC, vectorised.
 # ---------------------------------------------------------------------------------------
@@ -575,9 +578,19 @@ def _binary_scores(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
     return truth.astype(np.int8), score
 
 
-def _rank_auc(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
+def rank_auc(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
     """AUC of every row of ``(b, n)`` arrays (Mann-Whitney U with tied ranks averaged);
-    NaN for rows holding one class only."""
+    NaN for rows holding one class only. Vectorised over rows: what a bootstrap needs.
+
+    Parameters
+    ----------
+    truth : numpy.ndarray of {0, 1}, shape (b, n) or (n,)
+    score : numpy.ndarray of float, same shape
+
+    Returns
+    -------
+    numpy.ndarray, shape (b,) (a 0-d array for 1-D input)
+    """
     from scipy.stats import rankdata
 
     ranks = rankdata(score, axis=-1)
@@ -649,7 +662,7 @@ def auc_with_ci(y_true, y_score, *, n_bootstrap: int = 1000, confidence: float =
         for start in range(0, n_bootstrap, chunk):
             size = min(chunk, n_bootstrap - start)
             idx = generator.integers(0, truth.size, size=(size, truth.size))
-            aucs.append(_rank_auc(truth[idx], score[idx]))
+            aucs.append(rank_auc(truth[idx], score[idx]))
         values = np.concatenate(aucs)
         values = values[np.isfinite(values)]
         used = int(values.size)
@@ -768,3 +781,76 @@ def auc_by_group(y_true, y_score, groups, *, n_bootstrap: int = 1000,
             row.update(auc=r["auc"], low=r["low"], high=r["high"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Intervals: one home for the statistics every chapter reports.
+# ---------------------------------------------------------------------------------------
+
+
+def mean_with_ci(values, *, n_bootstrap: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> dict[str, float]:
+    """Mean of ``values`` with a percentile-bootstrap interval (NaN and None dropped).
+
+    Resample the independent units (subjects, patients, scans): one value each.
+
+    Parameters
+    ----------
+    values : array-like of float
+    n_bootstrap : int
+        Resamples.
+    confidence : float
+        Coverage of the interval, in (0, 1).
+    seed : int
+        Randomness of the resampling.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``low``, ``high``, ``n``. With fewer than two values the interval is
+        NaN (nothing to resample).
+
+    Examples
+    --------
+    >>> mean_with_ci([0.8, 0.9])["n"]
+    2
+    """
+    x = np.asarray([v for v in np.ravel(np.asarray(values, dtype=object))
+                    if v is not None and np.isfinite(float(v))], dtype=np.float64)
+    if x.size == 0:
+        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if x.size < 2 or n_bootstrap < 1:
+        return {"mean": float(x.mean()), "low": float("nan"), "high": float("nan"),
+                "n": int(x.size)}
+    if not 0 < confidence < 1:
+        raise InvalidImageError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(int(n_bootstrap), x.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return {"mean": float(x.mean()), "low": float(low), "high": float(high), "n": int(x.size)}
+
+
+def proportion_with_ci(k: int, n: int, *, confidence: float = 0.95) -> dict[str, float]:
+    """A proportion ``k / n`` with its Wilson score interval (sensitivity, a rate).
+
+    Returns
+    -------
+    dict
+        ``rate``, ``low``, ``high``, ``n``; NaN when ``n`` is 0.
+
+    Examples
+    --------
+    >>> round(proportion_with_ci(8, 10)["low"], 3)
+    0.49
+    """
+    if n == 0:
+        return {"rate": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    if not 0 <= k <= n:
+        raise InvalidImageError(f"proportion: k={k} is not between 0 and n={n}")
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence,
+                                                       method="wilson")
+    return {"rate": k / n, "low": float(interval.low), "high": float(interval.high),
+            "n": int(n)}

@@ -2509,18 +2509,6 @@ def precision_recall(y_true, y_score, *, baselines=None, ax=None, n_bootstrap=10
     return ax.figure
 
 
-def _wilson(k, n, confidence):
-    from scipy.stats import norm
-
-    if n == 0:
-        return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
-
-
 def calibration_table(y_true, y_score, *, n_bins=10, strategy="uniform", confidence=0.95):
     """Reliability-diagram numbers: per score bin the count, mean score, observed rate.
 
@@ -2564,7 +2552,8 @@ def calibration_table(y_true, y_score, *, n_bins=10, strategy="uniform", confide
         if not n:
             continue
         k = int(truth[inside].sum())
-        low, high = _wilson(k, n, confidence)
+        interval = _statistics().proportion_with_ci(k, n, confidence=confidence)
+        low, high = interval["low"], interval["high"]
         low, high = min(low, k / n), max(high, k / n)  # rounding at k = 0 or k = n
         rows.append({"low": edges[b], "high": edges[b + 1], "n": n, "n_positive": k,
                      "mean_score": float(score[inside].mean()), "observed": k / n,
@@ -2628,14 +2617,20 @@ def calibration(y_true, y_score, *, n_bins=10, strategy="uniform", axes=None, la
     return curve_ax.figure
 
 
+def _statistics():
+    """The statistics room (intervals live in :mod:`medimg.metrics`, one home)."""
+    from . import metrics
+
+    return metrics
+
+
 def _mean_interval(values, n_bootstrap, confidence, rng):
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:
-        return float("nan"), float("nan")
-    means = values[rng.integers(0, values.size, (int(n_bootstrap), values.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
+    """A bootstrap interval of the mean (:func:`medimg.metrics.mean_with_ci`) seeded from
+    the figure's generator, so one figure's bars are reproducible together."""
+    result = _statistics().mean_with_ci(values, n_bootstrap=int(n_bootstrap),
+                                        confidence=confidence,
+                                        seed=int(rng.integers(0, 2**31 - 1)))
+    return result["low"], result["high"]
 
 
 def dice_bars(scores, *, ax=None, order=None, n_bootstrap=2000, confidence=0.95, seed=0,

@@ -371,13 +371,8 @@ def choose_threshold(targets: Any, scores: Any, threshold: float = 0.0) -> float
 
 def _proportion(k: int, n: int, confidence: float) -> tuple[float, float, float]:
     """A proportion with its Wilson score interval (NaN when ``n`` is 0)."""
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    from scipy.stats import binomtest
-
-    interval = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence,
-                                                       method="wilson")
-    return (k / n, float(interval.low), float(interval.high))
+    value = metrics.proportion_with_ci(k, n, confidence=confidence)
+    return (value["rate"], value["low"], value["high"])
 
 
 def _per_group(targets: Any, scores: Any, groups: Any, by: Any) -> pd.DataFrame:
@@ -465,19 +460,6 @@ def evaluate(targets: Any, scores: Any, *, threshold: float, groups: Any = None,
     return result
 
 
-def _auc_rows(truth: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """AUC of every row of ``(b, n)`` arrays (rank form, ties averaged); NaN for rows
-    holding one class."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score, axis=-1)
-    n_pos = truth.sum(axis=-1).astype(np.float64)
-    n_neg = truth.shape[-1] - n_pos
-    u = (ranks * truth).sum(axis=-1) - n_pos * (n_pos + 1) / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
-
-
 def compare_auc(targets: Any, scores: Any, reference_scores: Any, *, groups: Any = None,
                 n_bootstrap: int = 1000, confidence: float = 0.95,
                 seed: int | None = 0) -> dict[str, float]:
@@ -505,22 +487,22 @@ def compare_auc(targets: Any, scores: Any, reference_scores: Any, *, groups: Any
     b = reference["score"].to_numpy()
     if len(set(truth.tolist())) < 2:
         raise InvalidImageError("compare_auc: one class only; the AUC is undefined")
-    difference = float(_auc_rows(truth[None], a[None])[0] - _auc_rows(truth[None], b[None])[0])
+    difference = float(metrics.rank_auc(truth[None], a[None])[0] - metrics.rank_auc(truth[None], b[None])[0])
     generator = np.random.default_rng(seed)
     values = []
     chunk = max(1, min(n_bootstrap, 2_000_000 // truth.size))
     for start in range(0, n_bootstrap, chunk):
         idx = generator.integers(0, truth.size, size=(min(chunk, n_bootstrap - start),
                                                       truth.size))
-        values.append(_auc_rows(truth[idx], a[idx]) - _auc_rows(truth[idx], b[idx]))
+        values.append(metrics.rank_auc(truth[idx], a[idx]) - metrics.rank_auc(truth[idx], b[idx]))
     values = np.concatenate(values) if values else np.array([])
     values = values[np.isfinite(values)]
     alpha = (1 - confidence) / 2
     low, high = ((float(v) for v in np.quantile(values, [alpha, 1 - alpha])) if values.size
                  else (math.nan, math.nan))
     return {"difference": difference, "low": low, "high": high,
-            "auc": float(_auc_rows(truth[None], a[None])[0]),
-            "reference_auc": float(_auc_rows(truth[None], b[None])[0]), "n": int(truth.size),
+            "auc": float(metrics.rank_auc(truth[None], a[None])[0]),
+            "reference_auc": float(metrics.rank_auc(truth[None], b[None])[0]), "n": int(truth.size),
             "fraction_better": float((values > 0).mean()) if values.size else math.nan}
 
 

@@ -21,33 +21,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ... import metrics as _metrics
 from ...errors import InvalidImageError, LayoutError
 from ...io import read_nifti
 from ...metrics import dice, hausdorff95
 
 __all__ = ["evaluate_folder", "mean_with_ci", "score_case", "summarize"]
 
-
-def mean_with_ci(values: Sequence[float], *, n_bootstrap: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> dict[str, float]:
-    """Mean of ``values`` with a percentile-bootstrap interval (NaNs dropped).
-
-    Returns
-    -------
-    dict
-        ``mean``, ``low``, ``high``, ``n``. With fewer than 2 values the interval is NaN.
-    """
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
-    if x.size == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    if x.size < 2 or n_bootstrap < 1:
-        return {"mean": float(x.mean()), "low": float("nan"), "high": float("nan"),
-                "n": int(x.size)}
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(int(n_bootstrap), x.size))].mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return {"mean": float(x.mean()), "low": float(low), "high": float(high), "n": int(x.size)}
+# the interval every chapter reports lives in medimg.metrics; re-exported for the pipeline
+mean_with_ci = _metrics.mean_with_ci
 
 
 def _masks(labels: np.ndarray, values: Sequence[int]) -> np.ndarray:
