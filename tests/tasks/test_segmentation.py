@@ -526,3 +526,29 @@ def test_a_damaged_case_file_is_named(prepared, tmp_path):
         h5["label"] = np.zeros((4, 4, 4), np.uint8)
     with pytest.raises(MedimgError, match="empty.h5"):
         seg.CaseReader([empty], plan)
+
+
+def test_in_plane_rotation_is_exact_at_right_angles_and_keeps_targets_binary():
+    import tensorflow as tf
+
+    from medimg.tasks.segmentation.data import _augment, rotate_in_plane
+
+    rng = np.random.default_rng(0)
+    volume = rng.random((6, 6, 3, 2)).astype(np.float32)
+    same = rotate_in_plane(tf, tf.constant(volume), tf.constant(0.0), interpolation="BILINEAR")
+    np.testing.assert_array_equal(same.numpy(), volume)
+    quarter = rotate_in_plane(tf, tf.constant(volume), tf.constant(np.pi / 2, tf.float32),
+                              interpolation="NEAREST")
+    np.testing.assert_array_equal(quarter.numpy(), np.rot90(volume, 1, axes=(0, 1)))
+    target = (rng.random((8, 8, 4, 3)) > 0.7).astype(np.uint8)
+    image = rng.random((8, 8, 4, 2)).astype(np.float32)
+    seed = tf.constant([3, 4], tf.int64)
+    a_image, a_target = _augment(tf, tf.constant(image), tf.constant(target), seed, 3)
+    b_image, b_target = _augment(tf, tf.constant(image), tf.constant(target), seed, 3)
+    np.testing.assert_array_equal(a_image.numpy(), b_image.numpy())  # seeded
+    np.testing.assert_array_equal(a_target.numpy(), b_target.numpy())
+    assert a_target.dtype == tf.uint8 and set(np.unique(a_target.numpy())) <= {0, 1}
+    changed = [not np.array_equal(_augment(tf, tf.constant(image), tf.constant(target),
+                                           tf.constant([s, 1], tf.int64), 3)[1].numpy(), target)
+               for s in range(8)]
+    assert any(changed)

@@ -474,14 +474,51 @@ class CaseReader:
         self._tables.clear()
 
 
+#: Largest in-plane rotation of the augmentation, in degrees, and how often it is applied
+#: (BraTS entries and nnU-Net rotate by up to about 15-30 degrees, in a share of patches).
+MAX_ROTATION_DEG = 15.0
+ROTATION_PROBABILITY = 0.5
+
+
+def rotate_in_plane(tf: Any, volume: Any, angle: Any, *, interpolation: str) -> Any:
+    """Rotate ``(x, y[, z], c)`` about the centre of its first two axes by ``angle`` (radians).
+
+    The plane of the first two spatial axes (axial for canonical RAS+ volumes, the image
+    plane for 2-D patches); every further axis and channel is rotated alike. Outside
+    the patch the nearest edge value is used. ``interpolation`` is ``BILINEAR`` for
+    images and ``NEAREST`` for targets (their values stay exactly 0 or 1).
+    """
+    shape = tf.shape(volume)
+    height, width = shape[0], shape[1]
+    flat = tf.reshape(volume, tf.stack([1, height, width, -1]))
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
+    cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
+    # output (x = column, y = row) -> input, as ImageProjectiveTransformV3 expects
+    transform = tf.stack([cos, -sin, cx - cos * cx + sin * cy,
+                          sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0])[None]
+    rotated = tf.raw_ops.ImageProjectiveTransformV3(
+        images=flat, transforms=tf.cast(transform, tf.float32),
+        output_shape=tf.stack([height, width]), fill_value=0.0,
+        interpolation=interpolation, fill_mode="NEAREST")
+    return tf.reshape(rotated, shape)
+
+
 def _augment(tf: Any, image: Any, target: Any, seed: Any, spatial_dims: int) -> tuple[Any, Any]:
-    """Random flips of every spatial axis and an intensity scale/shift per channel
-    (stateless ops seeded per patch: the same seed, the same augmentation)."""
-    seeds = tf.random.experimental.stateless_split(seed, num=spatial_dims + 2)
+    """Random flips of every spatial axis, a small in-plane rotation (half of the patches,
+    up to :data:`MAX_ROTATION_DEG`) and an intensity scale/shift per channel (stateless
+    ops seeded per patch: the same seed, the same augmentation)."""
+    seeds = tf.random.experimental.stateless_split(seed, num=spatial_dims + 4)
     for axis in range(spatial_dims):
         flip = tf.random.stateless_uniform([], seeds[axis]) < 0.5
         image = tf.where(flip, tf.reverse(image, [axis]), image)
         target = tf.where(flip, tf.reverse(target, [axis]), target)
+    limit = MAX_ROTATION_DEG * 3.141592653589793 / 180.0
+    angle = tf.random.stateless_uniform([], seeds[spatial_dims], -limit, limit)
+    rotate = tf.random.stateless_uniform([], seeds[spatial_dims + 1]) < ROTATION_PROBABILITY
+    angle = tf.where(rotate, angle, 0.0)
+    image = rotate_in_plane(tf, image, angle, interpolation="BILINEAR")
+    target = rotate_in_plane(tf, target, angle, interpolation="NEAREST")
     channels = tf.shape(image)[-1]
     scale = tf.random.stateless_uniform([channels], seeds[-2], 0.9, 1.1)
     shift = tf.random.stateless_uniform([channels], seeds[-1], -0.1, 0.1)
