@@ -19,7 +19,7 @@ Each subject has one glioma, "HGG" (three in four, as in BraTS 2020) or "LGG":
 * contrasts: oedema bright on FLAIR and T2, enhancing tumour bright on T1ce, necrosis
   dark on T1ce and bright on T2, non-enhancing tumour dark on T1; how far each
   compartment stands out from white matter varies per subject (70-115 % of the
-  nominal difference), so tumour and normal tissue intensities overlap;
+  nominal difference, 85-115 % for oedema), so tumour and normal intensities overlap;
 * mass effect: the anatomy around the tumour is pushed aside (a volume-preserving
   radial displacement that falls off as 1/r^2: the ventricles and midline bend);
 * look-alikes without a label: white-matter hyperintensities (bright on FLAIR/T2 like
@@ -51,18 +51,18 @@ _TUMOUR_CLASSES = ("oedema", "non_enhancing", "necrosis", "enhancing")
 #: Mean intensity of each tissue class per sequence (arbitrary MR units, before the
 #: per-subject gain, conspicuity, bias field and noise). Oedema is bright on FLAIR and
 #: T2 (above grey matter), enhancing tumour bright on T1ce, necrosis dark on T1ce and
-#: bright on T2, non-enhancing tumour dark on T1 and bright on T2 (in some subjects far
+#: bright on T2, non-enhancing tumour dark on T1 and bright on T2 (in some subjects
 #: darker on FLAIR: the "T2-FLAIR mismatch" of many low-grade gliomas); ``white_lesion``
 #: (unlabelled white-matter hyperintensities) mimics oedema and ``vessel`` (unlabelled
 #: enhancing vessels, flow voids on T2) mimics enhancing tumour.
 CONTRASTS: dict[str, dict[str, float]] = {
-    "flair": {"csf": 150, "gm": 800, "wm": 620, "oedema": 1200, "non_enhancing": 1150,
+    "flair": {"csf": 150, "gm": 800, "wm": 620, "oedema": 1300, "non_enhancing": 1150,
               "necrosis": 700, "enhancing": 1000, "white_lesion": 1150, "vessel": 300},
-    "t1": {"csf": 250, "gm": 650, "wm": 950, "oedema": 640, "non_enhancing": 480,
+    "t1": {"csf": 250, "gm": 650, "wm": 950, "oedema": 640, "non_enhancing": 560,
            "necrosis": 320, "enhancing": 720, "white_lesion": 800, "vessel": 400},
-    "t1ce": {"csf": 300, "gm": 700, "wm": 1000, "oedema": 700, "non_enhancing": 540,
+    "t1ce": {"csf": 300, "gm": 700, "wm": 1000, "oedema": 700, "non_enhancing": 600,
              "necrosis": 340, "enhancing": 1700, "white_lesion": 850, "vessel": 1600},
-    "t2": {"csf": 1900, "gm": 1050, "wm": 750, "oedema": 1450, "non_enhancing": 1650,
+    "t2": {"csf": 1900, "gm": 1050, "wm": 750, "oedema": 1550, "non_enhancing": 1650,
            "necrosis": 1750, "enhancing": 1150, "white_lesion": 1350, "vessel": 300},
 }
 _NAME_MAPPING_COLUMNS = ("Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID",
@@ -278,7 +278,7 @@ def _tumour_regions(plan: dict, shape, wm, brain, rng) -> dict:
         1.0 + spread * (wm_box - 0.5))
     shift = rng.normal(0.0, 0.15 * (r_e - r_c), 3)
     d_core = distance(r_c, n_core, rng.uniform(0.1, 0.3), shift)
-    width_oedema = rng.uniform(1.0, 2.5)  # mm over which the border fades
+    width_oedema = rng.uniform(0.8, 2.0)  # mm over which the border fades
     width_core = rng.uniform(0.7, 1.5)
     w_core = _sigmoid((1.0 - d_core) * (r_c / width_core)) * brain_box
     w_whole = np.maximum(_sigmoid((1.0 - d_oedema) * (r_e / width_oedema)) * brain_box,
@@ -334,7 +334,7 @@ def _lesions(rng, shape, wm, csf, brain, n_white: int, n_vessels: int):
                            indexing="ij")
         axes = radius * rng.uniform(0.6, 1.4, 3)
         d = np.sqrt(sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes, strict=True)))
-        weight = _sigmoid((1.0 - d) * radius / 1.0) * wm[box] * rng.uniform(0.4, 0.75)
+        weight = _sigmoid((1.0 - d) * radius / 1.0) * wm[box] * rng.uniform(0.3, 0.6)
         index = np.ravel_multi_index([g.astype(np.intp).ravel() for g in grid], shape)
         keep = weight.ravel() > 0.02
         out["white"][0].append(index[keep])
@@ -430,13 +430,14 @@ def synthesize_subject(shape: Sequence[int] = (240, 240, 155), *, seed=None,
     classes = np.argmax(np.stack([csf, gm, wm]), axis=0).astype(np.uint8) + 1
     tissue[hard_brain] = classes[hard_brain]
     tissue[label > 0] = 4
-    lesions = _lesions(rng, shape, wm, csf, brain, n_white=int(rng.integers(0, 5)),
+    lesions = _lesions(rng, shape, wm, csf, brain, n_white=int(rng.integers(0, 4)),
                        n_vessels=int(rng.integers(1, 5)))
 
     # per subject: how conspicuous each tumour compartment is (overlap with normal tissue)
     conspicuity = {name: rng.uniform(0.7, 1.15) for name in _TUMOUR_CLASSES}
+    conspicuity["oedema"] = rng.uniform(0.85, 1.15)
     # some non-enhancing tumours are much darker on FLAIR than on T2 ("T2-FLAIR mismatch")
-    mismatch = 0.8 if rng.random() < 0.3 else 1.0
+    mismatch = 0.85 if rng.random() < 0.3 else 1.0
     images, fields = {}, {}
     for name in SEQUENCES:
         means = {k: v * rng.uniform(0.93, 1.07) for k, v in CONTRASTS[name].items()}
