@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import medimg
 
 
@@ -40,6 +42,18 @@ def test_console_script_installed():
 def test_unknown_profile_rejected_by_argparse():
     proc = run("config", "rsna", "--profile", "huge")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+@pytest.mark.parametrize("verb", [("train", "segmentation"), ("train", "brats"),
+                                  ("train", "verse"), ("train", "rsna")])
+@pytest.mark.parametrize("epochs", ["0", "-3", "two"])
+def test_every_training_verb_refuses_epochs_below_one(verb, epochs, capsys):
+    from medimg.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*verb, "--epochs", epochs])
+    assert exit_info.value.code == 2
+    assert "--epochs" in capsys.readouterr().err
 
 
 def _one_error_line(proc, expected):

@@ -12,6 +12,7 @@ import pytest
 from medimg.datasets import verse
 from medimg.errors import InvalidImageError, LayoutError
 from medimg.synthetic.verse import make_verse
+from tests.helpers import save_nifti
 
 FOV = (100.0, 70.0, 90.0)  # wider than the spine: some slices show none
 
@@ -28,15 +29,6 @@ def subjects(root):
     return verse.find_subjects(root)
 
 
-def _save(path, array, affine, *, codes=1):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(array, affine)
-    img.set_sform(affine, code=codes)
-    img.set_qform(affine, code=codes)
-    nib.save(img, str(path))
-    return path
-
-
 def _scan(tmp_path, name="sub-x01", *, ct=None, mask=None, affine=None, mask_affine=None):
     """A one-scan VerSe 2019 tree; returns its find_subjects row."""
     rng = np.random.default_rng(0)
@@ -44,8 +36,8 @@ def _scan(tmp_path, name="sub-x01", *, ct=None, mask=None, affine=None, mask_aff
     ct = rng.integers(-1000, 1500, (6, 7, 8)).astype(np.int16) if ct is None else ct
     mask = np.zeros(ct.shape, np.uint8) if mask is None else mask
     base = tmp_path / "dataset-verse19training"
-    _save(base / "rawdata" / name / f"{name}_ct.nii.gz", ct, affine)
-    _save(base / "derivatives" / name / f"{name}_seg-vert_msk.nii.gz", mask,
+    save_nifti(base / "rawdata" / name / f"{name}_ct.nii.gz", ct, affine)
+    save_nifti(base / "derivatives" / name / f"{name}_seg-vert_msk.nii.gz", mask,
           affine if mask_affine is None else mask_affine)
     return verse.find_subjects(tmp_path).iloc[0]
 
@@ -77,9 +69,9 @@ def test_find_subjects_real_layout_names(tmp_path):
     data = np.zeros((2, 2, 2), np.int16)
     raw = tmp_path / "dataset-02validation" / "rawdata" / "sub-gl090"
     der = tmp_path / "dataset-02validation" / "derivatives" / "sub-gl090"
-    _save(raw / "sub-gl090_dir-sag_ct.nii.gz", data, affine)
-    _save(raw / "sub-gl090_dir-ax_ct.nii.gz", data, affine)
-    _save(der / "sub-gl090_dir-ax_seg-vert_msk.nii.gz", data.astype(np.uint8), affine)
+    save_nifti(raw / "sub-gl090_dir-sag_ct.nii.gz", data, affine)
+    save_nifti(raw / "sub-gl090_dir-ax_ct.nii.gz", data, affine)
+    save_nifti(der / "sub-gl090_dir-ax_seg-vert_msk.nii.gz", data.astype(np.uint8), affine)
     (der / "sub-gl090_dir-ax_seg-subreg_ctd.json").write_text('[{"direction": ["P","I","R"]}]')
     df = verse.find_subjects(tmp_path)
     assert list(df.scan) == ["sub-gl090_dir-ax", "sub-gl090_dir-sag"]
@@ -93,8 +85,8 @@ def test_find_subjects_errors(tmp_path):
         verse.find_subjects(tmp_path / "missing")
     with pytest.raises(LayoutError, match="no CT scans"):
         verse.find_subjects(tmp_path)
-    _save(tmp_path / "a" / "rawdata" / "sub-1" / "sub-1_ct.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
-    _save(tmp_path / "b" / "rawdata" / "sub-1" / "sub-1_ct.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+    save_nifti(tmp_path / "a" / "rawdata" / "sub-1" / "sub-1_ct.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
+    save_nifti(tmp_path / "b" / "rawdata" / "sub-1" / "sub-1_ct.nii.gz", np.zeros((2, 2, 2)), np.eye(4))
     with pytest.raises(LayoutError, match="found twice"):
         verse.find_subjects(tmp_path)
 
@@ -149,7 +141,7 @@ def test_load_scan_any_orientation_gives_the_same_slices(tmp_path, rng):
         array = nib.orientations.apply_orientation(ras, ornt)
         disk_affine = affine @ nib.orientations.inv_ornt_aff(ornt, ras.shape)
         assert "".join(nib.aff2axcodes(disk_affine)) == codes
-        path = _save(tmp_path / codes / "sub-a_ct.nii.gz", array, disk_affine)
+        path = save_nifti(tmp_path / codes / "sub-a_ct.nii.gz", array, disk_affine)
         ct, mask = verse.load_scan(str(path))
         assert mask is None
         assert ct.axcodes == ("R", "I", "A")
@@ -204,8 +196,8 @@ def test_obliquity_and_scan_table(subjects):
 
 def test_mask_shape_mismatch(tmp_path):
     ct = np.zeros((6, 7, 8), np.int16)
-    _save(tmp_path / "r" / "rawdata" / "sub-bad1" / "sub-bad1_ct.nii.gz", ct, np.eye(4))
-    _save(tmp_path / "r" / "derivatives" / "sub-bad1" / "sub-bad1_seg-vert_msk.nii.gz",
+    save_nifti(tmp_path / "r" / "rawdata" / "sub-bad1" / "sub-bad1_ct.nii.gz", ct, np.eye(4))
+    save_nifti(tmp_path / "r" / "derivatives" / "sub-bad1" / "sub-bad1_seg-vert_msk.nii.gz",
           np.zeros((6, 7, 9), np.uint8), np.eye(4))
     row = verse.find_subjects(tmp_path).iloc[0]
     with pytest.raises(InvalidImageError, match=r"sub-bad1.*mask shape \(6, 7, 9\) differs"):
@@ -230,7 +222,7 @@ def test_mask_labels_outside_verse(tmp_path):
 
 
 def test_orientation_unknown(tmp_path):
-    path = _save(tmp_path / "sub-bad4_ct.nii.gz", np.zeros((3, 3, 3), np.int16), np.eye(4),
+    path = save_nifti(tmp_path / "sub-bad4_ct.nii.gz", np.zeros((3, 3, 3), np.int16), np.eye(4),
                  codes=0)
     with pytest.raises(InvalidImageError, match="sub-bad4.*orientation unknown"):
         verse.load_scan(str(path))

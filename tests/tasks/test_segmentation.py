@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -344,6 +345,23 @@ def test_train_predict_evaluate_from_the_command_line(phantom, tmp_path):
         lines = [line for line in done.stderr.strip().splitlines() if line]
         assert len(lines) == 1 and lines[0].startswith("medimg: error:"), done.stderr[-1500:]
         assert expected in lines[0]
+
+
+def test_prepare_from_the_command_line_reports_the_cache_and_resumes(phantom, tmp_path,
+                                                                     capsys):
+    from medimg.cli import main
+
+    args = ["prepare", "segmentation", "--data", str(phantom), "--out", str(tmp_path),
+            "--profile", "smoke"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert (tmp_path / "plan.json").is_file()
+    cache_line = first.splitlines()[0]  # "<cache folder>: 4 ok" (or cached, by an earlier test)
+    folder, counts = cache_line.rsplit(": ", 1)
+    assert Path(folder).is_dir() and counts in ("4 ok", "4 cached"), first
+    assert "patch (voxels)" in first and "target spacing (mm)" in first  # the plan's summary
+    assert main(args) == 0  # a rerun finds every case in the cache
+    assert capsys.readouterr().out.splitlines()[0] == f"{folder}: 4 cached"
 
 
 def test_run_refuses_a_classification_config():

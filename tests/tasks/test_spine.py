@@ -18,6 +18,7 @@ from medimg.errors import ConfigError, InvalidImageError, LayoutError
 from medimg.io import read_nifti
 from medimg.synthetic.verse import make_verse
 from medimg.tasks import segmentation, spine
+from tests.helpers import save_nifti
 
 FOV = (70.0, 80.0, 90.0)
 
@@ -34,19 +35,10 @@ def cases(root):
     return spine.find_cases(root)
 
 
-def _save(path, array, affine, *, codes=1):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(array, affine)
-    img.set_sform(affine, code=codes)
-    img.set_qform(affine, code=codes)
-    nib.save(img, str(path))
-    return path
-
-
 def _scan(base, name, ct, mask, affine, *, release="dataset-verse19training", codes=1):
-    _save(base / release / "rawdata" / name / f"{name}_ct.nii.gz", ct, affine, codes=codes)
+    save_nifti(base / release / "rawdata" / name / f"{name}_ct.nii.gz", ct, affine, codes=codes)
     if mask is not None:
-        _save(base / release / "derivatives" / name / f"{name}_seg-vert_msk.nii.gz", mask,
+        save_nifti(base / release / "derivatives" / name / f"{name}_seg-vert_msk.nii.gz", mask,
               affine, codes=codes)
 
 
@@ -116,9 +108,9 @@ def test_oblique_scans_are_refused_all_listed(tmp_path):
 
 
 def test_check_scan(tmp_path):
-    ok = _save(tmp_path / "a_ct.nii.gz", np.zeros((3, 3, 3), np.int16), np.eye(4))
+    ok = save_nifti(tmp_path / "a_ct.nii.gz", np.zeros((3, 3, 3), np.int16), np.eye(4))
     spine.check_scan(ok)
-    tilted = _save(tmp_path / "b_ct.nii.gz", np.zeros((3, 3, 3), np.int16), _rotation(40))
+    tilted = save_nifti(tmp_path / "b_ct.nii.gz", np.zeros((3, 3, 3), np.int16), _rotation(40))
     with pytest.raises(InvalidImageError, match=r"b_ct\.nii\.gz: .*40 degrees oblique"):
         spine.check_scan(tilted)
     spine.check_scan(tilted, max_oblique_deg=45)
@@ -232,7 +224,7 @@ def test_level_recall(tmp_path):
     predicted[2, :, :3] = 1  # a quarter of T13
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     _scan(tmp_path / "data", "sub-r1", np.zeros_like(mask, np.int16), mask, affine)
-    _save(tmp_path / "pred" / "sub-r1.nii.gz", predicted, affine)
+    save_nifti(tmp_path / "pred" / "sub-r1.nii.gz", predicted, affine)
     table = spine.find_cases(tmp_path / "data")
     recall = spine.level_recall(tmp_path / "pred", table)
     assert list(recall.columns) == ["T12", "T13", "L1"]
@@ -365,7 +357,7 @@ def test_predict_verse_errors_are_one_line(root, tmp_path, capsys):
                  "--out", str(tmp_path / "m.nii.gz")]) == 2
     assert "plan.json" in _error_line(capsys)
     # a scan that cannot be sliced is refused before any model is read
-    tilted = _save(tmp_path / "tilted_ct.nii.gz", np.zeros((3, 3, 3), np.int16), _rotation(40))
+    tilted = save_nifti(tmp_path / "tilted_ct.nii.gz", np.zeros((3, 3, 3), np.int16), _rotation(40))
     assert main(["predict", "verse", "--model", str(missing), "--scan", str(tilted), "--out",
                  str(tmp_path / "m.nii.gz")]) == 2
     assert _error_line(capsys).startswith(f"medimg: error: {tilted}: cannot be cut")

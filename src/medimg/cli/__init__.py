@@ -55,6 +55,43 @@ def profile_argument(parser: argparse.ArgumentParser, default: str | None = None
     parser.add_argument("--profile", choices=PROFILES, default=default, help=help)
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def epochs_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--epochs N`` option the training verbs share (N >= 1; default: the config's
+    ``train.epochs``)."""
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="maximum epochs, at least 1 (default: the config's train.epochs)")
+
+
+def print_prepared(prepared) -> int:
+    """Print what ``medimg prepare ...`` did: the cache folder and its item counts by status,
+    one line per failed item, and the plan's summary table.
+
+    Parameters
+    ----------
+    prepared : medimg.tasks.segmentation.Prepared
+
+    Returns
+    -------
+    int
+        The exit status: 1 when any item failed, else 0.
+    """
+    manifest = prepared.manifest
+    counts = manifest["status"].value_counts().to_dict()
+    print(f"{manifest.attrs['cache_dir']}: " + ", ".join(f"{n} {s}" for s, n in
+                                                          sorted(counts.items())))
+    for row in manifest[manifest["status"] == "error"].itertuples():
+        print(f"  {row.item}: {row.error}")
+    print(prepared.plan.summary().to_string())
+    return 1 if counts.get("error") else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..config import PROFILES, find_repo_root
     from ..errors import ConfigError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import profile_argument, register
+from . import epochs_argument, profile_argument, register
 
 
 def _train_rsna_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +17,7 @@ def _train_rsna_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RSNA folder (default: the config's data root, or synthetic "
                              "data generated as the notebooks would)")
     profile_argument(parser)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="maximum epochs (default: the config's train.epochs)")
+    epochs_argument(parser)
     parser.add_argument("--run-dir", default=None,
                         help="checkpoints, CSV log, TensorBoard logs and model.keras "
                              "(default: the config's train.run_dir/<profile>)")

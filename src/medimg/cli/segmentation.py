@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import profile_argument, register
+from . import epochs_argument, print_prepared, profile_argument, register
 
 
 def _common(parser: argparse.ArgumentParser, *, data_help: str) -> None:
@@ -38,13 +38,6 @@ def _config(args: argparse.Namespace, name: str):
     return load_config(args.config or name, args.profile)
 
 
-def _positive_epochs(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"epochs must be at least 1, got {number}")
-    return number
-
-
 # --------------------------------------------------------------------------- generic
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +46,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                               "phantom data set)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: the config's output_dir/<profile>)")
-    parser.add_argument("--epochs", type=_positive_epochs, default=None,
-                        help="maximum epochs (default: the config's train.epochs)")
+    epochs_argument(parser)
 
 
 def _print_result(result: dict) -> None:
@@ -97,14 +89,7 @@ def _prepare(args: argparse.Namespace, name: str, adapter_name: str | None) -> i
     cfg = _config(args, name)
     adapter = _adapter(adapter_name)
     prepared = segmentation.prepare(cfg, data=args.data, out=args.out, adapter=adapter)
-    plan, manifest = prepared.plan, prepared.manifest
-    counts = manifest["status"].value_counts().to_dict()
-    print(f"{manifest.attrs['cache_dir']}: " + ", ".join(f"{n} {s}" for s, n in
-                                                          sorted(counts.items())))
-    for row in manifest[manifest["status"] == "error"].itertuples():
-        print(f"  {row.item}: {row.error}")
-    print(plan.summary().to_string())
-    return 1 if counts.get("error") else 0
+    return print_prepared(prepared)
 
 
 @register("prepare", "segmentation",
@@ -224,8 +209,7 @@ def _brats_train_arguments(parser: argparse.ArgumentParser) -> None:
                               "data generated as the notebooks would)")
     parser.add_argument("--out", default=None,
                         help="model, plan and logs (default: the config's output_dir/<profile>)")
-    parser.add_argument("--epochs", type=_positive_epochs, default=None,
-                        help="maximum epochs (default: the config's train.epochs)")
+    epochs_argument(parser)
 
 
 @register("train", "brats", "preprocess, train the 3-D U-Net and score held-out whole scans",

@@ -21,7 +21,7 @@ import argparse
 import math
 from pathlib import Path
 
-from . import profile_argument, register
+from . import epochs_argument, print_prepared, profile_argument, register
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +39,6 @@ def _config(args: argparse.Namespace):
     return load_config(args.config or "verse", args.profile)
 
 
-def _positive_epochs(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"epochs must be at least 1, got {number}")
-    return number
-
-
 def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
     parser.add_argument("--out", default=None,
@@ -61,19 +54,13 @@ def _prepare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     prepared = segmentation.prepare(cfg, data=args.data, out=args.out,
                                     adapter=spine.adapter_for(cfg))
-    manifest = prepared.manifest
-    counts = manifest["status"].value_counts().to_dict()
     parts = prepared.cases["split"].value_counts().to_dict()
     print(f"split ({prepared.cases.attrs.get('split_source', 'by subject')}): "
           + ", ".join(f"{parts.get(name, 0)} {name}" for name in ("train", "validation", "test"))
           + " scans")
-    print(f"{manifest.attrs['cache_dir']}: " + ", ".join(f"{n} {s}" for s, n in
-                                                          sorted(counts.items())))
-    for row in manifest[manifest["status"] == "error"].itertuples():
-        print(f"  {row.item}: {row.error}")
-    print(prepared.plan.summary().to_string())
+    status = print_prepared(prepared)
     print(f"plan: {prepared.out / 'plan.json'}")
-    return 1 if counts.get("error") else 0
+    return status
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +68,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="model, plan, logs and test predictions (default: the config's "
                              "output_dir/<profile>)")
-    parser.add_argument("--epochs", type=_positive_epochs, default=None,
-                        help="maximum epochs (default: the config's train.epochs)")
+    epochs_argument(parser)
 
 
 @register("train", "verse",
