@@ -145,3 +145,21 @@ def test_tumour_borders_are_soft_and_intensities_overlap_normal_tissue(subjects)
                      < np.percentile(s.images["flair"][(s.tissue > 0) & (s.tissue < 4)], 99))
              for s in subjects]
     assert np.mean(below) > 0.1
+
+
+def test_periventricular_band_is_bright_on_flair_and_t2_and_unlabelled():
+    """A FLAIR look-alike of oedema along the ventricles, outside every label (a FLAIR
+    threshold takes it for tumour; a network must learn to leave it out)."""
+    for seed in range(3):
+        s = synthesize_subject((120, 140, 100), seed=seed)
+        depth = ndimage.distance_transform_edt(s.tissue > 0)
+        ventricles = (s.tissue == 1) & (depth > 8)
+        distance = ndimage.distance_transform_edt(~ventricles)
+        white = (s.tissue == 3) & (s.label == 0)
+        band = white & (distance <= 3)
+        far = white & (distance > 8)
+        assert band.sum() > 1000
+        for sequence in ("flair", "t2"):
+            image = s.images[sequence].astype(float)
+            assert np.percentile(image[band], 75) > 1.15 * np.median(image[far]), (seed,
+                                                                                   sequence)

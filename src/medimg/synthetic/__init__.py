@@ -110,12 +110,26 @@ def ensure_data(cfg: Config, *, force: bool = False, verbose: bool = True) -> Pa
     return root
 
 
-def _source_hash(module_name: str) -> str:
-    """Hash of a generator module's source file (without importing it)."""
-    import hashlib
-
+def _generator_sources(module_name: str) -> list[Path]:
+    """The files a generator's output depends on: its module's source and the package's
+    private helper modules (``synthetic/_*.py``), found without importing them."""
     spec = importlib.util.find_spec(module_name)
     origin = spec.origin if spec is not None else None
     if not origin:
+        return []
+    helpers = sorted(p for p in Path(__file__).parent.glob("_*.py") if p.name != "__init__.py")
+    return [Path(origin), *helpers]
+
+
+def _source_hash(module_name: str) -> str:
+    """Hash of :func:`_generator_sources` (names and bytes): a change to the generator
+    or to a helper it may draw on makes :func:`ensure_data` write the data again."""
+    import hashlib
+
+    sources = _generator_sources(module_name)
+    if not sources:
         return "unknown"
-    return hashlib.sha256(Path(origin).read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

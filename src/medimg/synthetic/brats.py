@@ -19,11 +19,12 @@ Each subject has one glioma, "HGG" (three in four, as in BraTS 2020) or "LGG":
 * contrasts: oedema bright on FLAIR and T2, enhancing tumour bright on T1ce, necrosis
   dark on T1ce and bright on T2, non-enhancing tumour dark on T1; how far each
   compartment stands out from white matter varies per subject (70-115 % of the
-  nominal difference, 85-115 % for oedema), so tumour and normal intensities overlap;
+  nominal difference), so tumour and normal intensities overlap;
 * mass effect: the anatomy around the tumour is pushed aside (a volume-preserving
   radial displacement that falls off as 1/r^2: the ventricles and midline bend);
-* look-alikes without a label: white-matter hyperintensities (bright on FLAIR/T2 like
-  oedema) and enhancing vessels (bright on T1ce like enhancing tumour).
+* look-alikes without a label: white-matter hyperintensities and a patchy
+  periventricular band (bright on FLAIR/T2 like oedema: a FLAIR threshold takes them
+  for tumour) and enhancing vessels (bright on T1ce like enhancing tumour).
 
 Each sequence is multiplied by its own smooth bias field (a random low-order
 polynomial in log space, up to about +-30 %) and gets Rician noise, so N4 has
@@ -44,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._fields import trilinear_noise
+
 __all__ = ["CONTRASTS", "SyntheticSubject", "make_brats", "synthesize_subject"]
 
 SEQUENCES = ("flair", "t1", "t1ce", "t2")
@@ -56,7 +59,7 @@ _TUMOUR_CLASSES = ("oedema", "non_enhancing", "necrosis", "enhancing")
 #: (unlabelled white-matter hyperintensities) mimics oedema and ``vessel`` (unlabelled
 #: enhancing vessels, flow voids on T2) mimics enhancing tumour.
 CONTRASTS: dict[str, dict[str, float]] = {
-    "flair": {"csf": 150, "gm": 800, "wm": 620, "oedema": 1300, "non_enhancing": 1150,
+    "flair": {"csf": 150, "gm": 800, "wm": 620, "oedema": 1200, "non_enhancing": 1150,
               "necrosis": 700, "enhancing": 1000, "white_lesion": 1150, "vessel": 300},
     "t1": {"csf": 250, "gm": 650, "wm": 950, "oedema": 640, "non_enhancing": 560,
            "necrosis": 320, "enhancing": 720, "white_lesion": 800, "vessel": 400},
@@ -65,6 +68,8 @@ CONTRASTS: dict[str, dict[str, float]] = {
     "t2": {"csf": 1900, "gm": 1050, "wm": 750, "oedema": 1550, "non_enhancing": 1650,
            "necrosis": 1750, "enhancing": 1150, "white_lesion": 1350, "vessel": 300},
 }
+#: range of the oedema's per-subject conspicuity (share of its nominal FLAIR/T2 contrast)
+_OEDEMA_CONSPICUITY = (0.7, 1.15)
 _NAME_MAPPING_COLUMNS = ("Grade", "BraTS_2017_subject_ID", "BraTS_2018_subject_ID",
                          "TCGA_TCIA_subject_ID", "BraTS_2019_subject_ID",
                          "BraTS_2020_subject_ID")
@@ -165,28 +170,13 @@ def _smooth_fields(rng: np.random.Generator, shape: tuple[int, ...],
     """Smooth random fields in about [-1, 1] (unit standard deviation before ``tanh``).
 
     White noise on a coarse grid (one value per ``cell`` voxels) interpolated
-    trilinearly to ``shape``, one axis at a time by small interpolation matrices
-    (several times faster than a cubic ``scipy.ndimage.zoom``).
+    trilinearly to ``shape`` (:func:`~medimg.synthetic._fields.trilinear_noise`), the
+    fine grid shifted by a random fraction of a cell.
     """
-
-    def matrix(n: int, step: float, m: int) -> np.ndarray:
-        position = np.arange(n) * step + rng.uniform(0.0, 1.0)
-        low = np.minimum(position.astype(int), m - 2)
-        weight = (position - low).astype(np.float32)
-        out = np.zeros((n, m), np.float32)
-        out[np.arange(n), low] = 1.0 - weight
-        out[np.arange(n), low + 1] = weight
-        return out
-
     fields = []
     for cell in cells:
         coarse_shape = [int(np.ceil(n / cell)) + 3 for n in shape]
-        field = rng.standard_normal(coarse_shape).astype(np.float32)
-        mx, my, mz = (matrix(n, 1.0 / cell, m) for n, m in zip(shape, coarse_shape,
-                                                                strict=True))
-        field = np.tensordot(mx, field, axes=(1, 0))
-        field = np.einsum("jb,ibc->ijc", my, field, optimize=True)
-        field = np.ascontiguousarray(field @ mz.T)
+        field = trilinear_noise(rng, shape, coarse_shape, [1.0 / cell] * 3, random_offset=True)
         fields.append(np.tanh(field / np.float32(0.54)))  # trilinear averaging: std 0.54
     return fields
 
@@ -358,6 +348,7 @@ def _lesions(rng, shape, wm, csf, brain, n_white: int, n_vessels: int):
             keep = weight.ravel() > 0.02
             out["vessel"][0].append(index[keep])
             out["vessel"][1].append(weight.ravel()[keep])
+    out["cap"] = _periventricular_caps(rng, shape, wm, csf, brain)
     merged = {}
     for key, (indices, weights) in out.items():
         if indices:
@@ -371,6 +362,28 @@ def _lesions(rng, shape, wm, csf, brain, n_white: int, n_vessels: int):
         else:
             merged[key] = (np.zeros(0, np.intp), np.zeros(0, np.float32))
     return merged
+
+
+def _periventricular_caps(rng, shape, wm, csf, brain) -> tuple[list, list]:
+    """Unlabelled periventricular hyperintensity: a band of white matter along the
+    ventricles, 2-5 mm thick and patchy (strongest at the horns in real scans),
+    bright on FLAIR and T2 like oedema. Common in glioma patients' scans (age, small
+    vessel disease, transependymal flow) and, like the caps annotators leave out of the
+    tumour, outside every label. Returns ``([flat indices], [weights])``."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(brain > 0.5)  # mm from the brain's edge
+    ventricles = (csf > 0.5) & (depth > 12.0)
+    if not ventricles.any():
+        return [], []
+    distance = ndimage.distance_transform_edt(~ventricles).astype(np.float32)
+    thickness = rng.uniform(2.0, 5.0)
+    (patches,) = _smooth_fields(rng, shape, [14.0])
+    strength = rng.uniform(0.7, 1.0) * np.clip(0.6 + 0.6 * patches, 0.0, 1.0)
+    weight = (_sigmoid((thickness - distance) / 0.7) * (distance > 0) * (wm > 0.3)
+              * strength).ravel()
+    index = np.flatnonzero(weight > 0.02)
+    return [index], [weight[index]]
 
 
 def _bias_field(shape, rng, strength: float) -> np.ndarray:
@@ -435,7 +448,7 @@ def synthesize_subject(shape: Sequence[int] = (240, 240, 155), *, seed=None,
 
     # per subject: how conspicuous each tumour compartment is (overlap with normal tissue)
     conspicuity = {name: rng.uniform(0.7, 1.15) for name in _TUMOUR_CLASSES}
-    conspicuity["oedema"] = rng.uniform(0.85, 1.15)
+    conspicuity["oedema"] = rng.uniform(*_OEDEMA_CONSPICUITY)
     # some non-enhancing tumours are much darker on FLAIR than on T2 ("T2-FLAIR mismatch")
     mismatch = 0.85 if rng.random() < 0.3 else 1.0
     images, fields = {}, {}
@@ -448,7 +461,8 @@ def synthesize_subject(shape: Sequence[int] = (240, 240, 155), *, seed=None,
         gain = rng.uniform(0.8, 1.25)
         healthy = csf * means["csf"] + gm * means["gm"] + wm * means["wm"]
         flat = healthy.reshape(-1)
-        for key, target in (("white", "white_lesion"), ("vessel", "vessel")):
+        for key, target in (("white", "white_lesion"), ("cap", "white_lesion"),
+                            ("vessel", "vessel")):
             index, weight = lesions[key]
             flat[index] = (1 - weight) * flat[index] + weight * means[target]
         sub = healthy[box]

@@ -43,6 +43,7 @@ import numpy as np
 
 from .._fsutil import atomic_path, atomic_write_text
 from .._parallel import map_items
+from ._fields import trilinear_noise
 
 __all__ = ["make_verse"]
 
@@ -89,30 +90,15 @@ def _smooth_fields(rng: np.random.Generator, shape: tuple[int, int, int],
     """Smooth random fields (about unit standard deviation), one per feature size in mm.
 
     Each is white noise on a coarse grid (one value per ``cell_mm``) interpolated
-    trilinearly to ``shape``, one axis at a time by a small interpolation matrix
-    (several times faster than ``scipy.ndimage.zoom``).
+    trilinearly to ``shape`` (:func:`~medimg.synthetic._fields.trilinear_noise`).
     """
-
-    def matrix(n: int, step: float, m: int) -> np.ndarray:
-        position = np.arange(n) * step  # fine voxel centres in coarse-cell units
-        low = np.minimum(position.astype(int), m - 2)
-        weight = (position - low).astype(np.float32)
-        out = np.zeros((n, m), np.float32)
-        out[np.arange(n), low] = 1.0 - weight
-        out[np.arange(n), low + 1] = weight
-        return out
-
     fields = []
     for cell in cells_mm:
         steps = [s / cell for s in spacing]
         coarse_shape = [int(np.ceil(n * st)) + 2 for n, st in zip(shape, steps, strict=True)]
-        field = rng.standard_normal(coarse_shape).astype(np.float32)
-        mx, my, mz = (matrix(n, st, m) for n, st, m in zip(shape, steps, coarse_shape,
-                                                            strict=True))
-        field = np.tensordot(mx, field, axes=(1, 0))                   # (nx, my, mz)
-        field = np.einsum("jb,ibc->ijc", my, field, optimize=True)      # (nx, ny, mz)
+        field = trilinear_noise(rng, shape, coarse_shape, steps)
         # trilinear averaging leaves white noise a standard deviation of about 0.54
-        fields.append(np.ascontiguousarray(field @ mz.T) / np.float32(0.55))
+        fields.append(field / np.float32(0.55))
     return fields
 
 
