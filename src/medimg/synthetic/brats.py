@@ -366,8 +366,8 @@ def _lesions(rng, shape, wm, csf, brain, n_white: int, n_vessels: int):
 
 def _periventricular_caps(rng, shape, wm, csf, brain) -> tuple[list, list]:
     """Unlabelled periventricular hyperintensity: a band of white matter along the
-    ventricles, 2-5 mm thick and patchy (strongest at the horns in real scans),
-    bright on FLAIR and T2 like oedema. Common in glioma patients' scans (age, small
+    ventricles, 2-5 mm thick, its strength varying smoothly along it (real caps are
+    strongest at the horns), bright on FLAIR and T2 like oedema. Common in glioma patients' scans (age, small
     vessel disease, transependymal flow) and, like the caps annotators leave out of the
     tumour, outside every label. Returns ``([flat indices], [weights])``."""
     from scipy import ndimage
