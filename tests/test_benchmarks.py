@@ -1,0 +1,39 @@
+"""benchmarks/: every ``bench_*.py`` still runs (``--quick --repeats 1``) and reports its rows.
+
+The benchmarks check their own answers before timing (both sides agree, the rule is
+kept); a script broken by a change elsewhere in the package fails here instead of at the
+next ``make bench``. Nothing about speed is asserted (ratios belong in the benchmarks'
+output, not in a test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("bench_*.py"))
+MARKER = "MEDIMG-BENCH "
+
+
+def test_every_benchmark_is_collected():
+    assert len(SCRIPTS) >= 10 and "bench_patches.py" in SCRIPTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_runs_quick_and_reports(script):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, script, "--quick", "--repeats", "1"], cwd=BENCHMARKS,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-3000:])
+    rows = [json.loads(line[len(MARKER):]) for line in done.stdout.splitlines()
+            if line.startswith(MARKER)]
+    assert rows, done.stdout[-1500:]
+    for row in rows:
+        assert row["textbook_items_per_s"] > 0 and row["medimg_items_per_s"] > 0, row
