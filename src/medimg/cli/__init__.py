@@ -95,6 +95,40 @@ def print_prepared(prepared) -> int:
     return 1 if counts.get("error") else 0
 
 
+def nifti_output(value: str) -> Path:
+    """The ``--out`` of a prediction verb as a path, refused unless it names a NIfTI file.
+
+    Raises
+    ------
+    ConfigError
+        The name does not end in ``.nii`` or ``.nii.gz``.
+    """
+    from ..errors import ConfigError
+
+    out = Path(value)
+    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
+        raise ConfigError("--out must end in .nii or .nii.gz", out)
+    return out
+
+
+def print_prediction(out: Path, volume) -> None:
+    """One line on a written label map: its path, shape, voxels per label value and the
+    seconds the prediction took (``volume.meta["seconds"]``).
+
+    Parameters
+    ----------
+    out : pathlib.Path
+    volume : medimg.io.Volume
+        The label map, ``(x, y, z)`` integer values.
+    """
+    import numpy as np
+
+    values, counts = np.unique(volume.array, return_counts=True)
+    print(f"{out}: shape {volume.shape}, voxels per label "
+          f"{dict(zip(values.tolist(), counts.tolist(), strict=True))} "
+          f"({volume.meta.get('seconds', 0):.1f} s)")
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..config import PROFILES, find_repo_root
     from ..errors import ConfigError

@@ -20,9 +20,15 @@ Handlers import TensorFlow only when they run, so ``medimg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from . import epochs_argument, print_prepared, profile_argument, register
+from . import (
+    epochs_argument,
+    nifti_output,
+    print_prediction,
+    print_prepared,
+    profile_argument,
+    register,
+)
 
 
 def _common(parser: argparse.ArgumentParser, *, data_help: str) -> None:
@@ -112,21 +118,13 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict_one(args: argparse.Namespace, images: list[str]) -> int:
-    import numpy as np
-
-    from ..errors import ConfigError
     from ..tasks import segmentation
 
-    out = Path(args.out)
-    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
-        raise ConfigError("--out must end in .nii or .nii.gz", out)
+    out = nifti_output(args.out)
     model, plan = segmentation.load_model(args.model)
     volume = segmentation.predict_files(model, plan, images, out, overlap=args.overlap,
                                         batch_size=args.batch_size)
-    values, counts = np.unique(volume.array, return_counts=True)
-    print(f"{out}: shape {volume.shape}, voxels per label "
-          f"{dict(zip(values.tolist(), counts.tolist(), strict=True))} "
-          f"({volume.meta.get('seconds', 0):.1f} s)")
+    print_prediction(out, volume)
     return 0
 
 

@@ -19,9 +19,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from . import epochs_argument, print_prepared, profile_argument, register
+from . import (
+    epochs_argument,
+    nifti_output,
+    print_prediction,
+    print_prepared,
+    profile_argument,
+    register,
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -113,14 +119,10 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
 @register("predict", "verse", "segment the spine of one CT scan, written as NIfTI on its grid",
           _predict_arguments)
 def _predict(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..errors import ConfigError
     from ..tasks import segmentation, spine
 
-    out = Path(args.out)
-    if not (out.name.endswith(".nii") or out.name.endswith(".nii.gz")):
-        raise ConfigError("--out must end in .nii or .nii.gz", out)
+    out = nifti_output(args.out)
     spine.check_scan(args.scan, max_oblique_deg=args.max_oblique_deg)
     model, plan = segmentation.load_model(args.model)
     if plan.dataset.get("layout") != "verse" or plan.dimensionality != "2d":
@@ -129,8 +131,5 @@ def _predict(args: argparse.Namespace) -> int:
                           "(train one with medimg train verse)", args.model)
     volume = segmentation.predict_files(model, plan, [args.scan], out,
                                         batch_size=args.batch_size)
-    values, counts = np.unique(volume.array, return_counts=True)
-    print(f"{out}: shape {volume.shape}, voxels per label "
-          f"{dict(zip(values.tolist(), counts.tolist(), strict=True))} "
-          f"({volume.meta.get('seconds', 0):.1f} s)")
+    print_prediction(out, volume)
     return 0
