@@ -23,9 +23,12 @@ label background), as nnU-Net does.
 
 Memory stays bounded whatever the number of cases: a reader keeps per case only its
 shape, the number of stored positions per class and the number of allowed starts; the
-positions, the allowed starts and the open files live in small least-recently-used
-caches, and a patch is read by mapping only the slab of the file it lies in (3-D
-cases are stored contiguous, :mod:`.preprocess`), unmapped as soon as it is copied.
+positions, the allowed starts, the open files and the mapped files live in small
+least-recently-used caches. 3-D cases are stored contiguous (:mod:`.preprocess`): the
+files of the last few cases read stay mapped (``_MAPPED_CASES``, shared by the reading
+threads), a patch is one copy out of the mapping that faults in only the pages it
+touches, and a mapping is released when its case leaves the cache (the resident file
+pages of the process are bounded by those few cases, whatever their number).
 Validation patches are the same every epoch (a fixed seed sequence), re-read rather than
 held in memory.
 
@@ -63,8 +66,10 @@ from .plan import Plan
 __all__ = ["CaseReader", "patch_dataset", "patch_dataset_fn", "sampling_index",
            "sampling_indexes"]
 
-#: Open HDF5 files kept per thread, and cases whose sampling tables are kept in memory.
+#: Open HDF5 files kept per thread, cases whose files stay mapped (shared by the
+#: threads), and cases whose sampling tables are kept in memory.
 _OPEN_FILES = 8
+_MAPPED_CASES = 2
 _CACHED_TABLES = 64
 
 
@@ -239,30 +244,106 @@ def _raw_layout(dataset: Any) -> tuple[int, tuple[int, ...], np.dtype] | None:
     return int(offset), tuple(int(s) for s in dataset.shape), dataset.dtype
 
 
-def _read_raw(path: str, layout: tuple[int, tuple[int, ...], np.dtype], src: tuple,
-              out: np.ndarray) -> None:
-    """Copy ``array[src]`` of a contiguous array stored at ``layout`` in ``path`` into
-    ``out``, mapping only the slab of the first axis the window lies in (pages faulted
-    in one call, unmapped after the copy: they never stay in this process's memory)."""
-    offset, shape, dtype = layout
-    first = src[0]
-    plane = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-    begin = offset + first.start * plane
-    length = (first.stop - first.start) * plane
-    if length <= 0:
-        return
-    base = begin - begin % mmap.ALLOCATIONGRANULARITY
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    with open(path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), length + begin - base, flags=flags,
-                           prot=mmap.PROT_READ, offset=base)
+#: Patches at least this large (bytes) are copied by several threads when some are free.
+_SPLIT_COPY_BYTES = 1 << 20
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
-        slab = np.frombuffer(mapped, dtype, count=length // dtype.itemsize,
-                             offset=begin - base).reshape(first.stop - first.start, *shape[1:])
-        out[...] = slab[(slice(None), *src[1:])]
-        del slab
-    finally:
-        mapped.close()
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+class _CopyHelpers:
+    """Idle threads that take a share of a large patch copy.
+
+    A patch copy out of a case file is bound by memory latency, not bandwidth: its
+    source rows are short runs far apart (a 160x160x24x4 float32 patch of a BraTS case
+    is 25,600 runs of 384 bytes, 5.6 times as many bytes apart), which one core copies at
+    about a quarter of its streaming rate; NumPy releases the GIL while it copies. So the
+    first axis is shared out among the caller and whichever helpers are idle at that
+    moment (none is waited for: under a parallel ``tf.data`` map every core is already
+    reading its own patch, and the caller then copies alone).
+
+    Parameters
+    ----------
+    helpers : int
+        Helper threads (0: the caller copies alone). The pool is started on first use
+        in each process, so a forked child starts its own.
+    """
+
+    def __init__(self, helpers: int):
+        self.helpers = max(0, int(helpers))
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle = threading.BoundedSemaphore(self.helpers)
+                self._pool = ThreadPoolExecutor(self.helpers, thread_name_prefix="medimg-copy")
+                self._pid = os.getpid()
+
+    @staticmethod
+    def _copy_part(pairs: Sequence[tuple[np.ndarray, np.ndarray]], part: int,
+                   parts: int) -> None:
+        for dst, src in pairs:
+            lo, hi = (dst.shape[0] * part) // parts, (dst.shape[0] * (part + 1)) // parts
+            np.copyto(dst[lo:hi], src[lo:hi])
+
+    def _helper(self, idle: Any, pairs: Sequence[tuple[np.ndarray, np.ndarray]], part: int,
+                parts: int) -> None:
+        try:
+            self._copy_part(pairs, part, parts)
+        finally:
+            idle.release()
+
+    def copy(self, *pairs: tuple[np.ndarray, np.ndarray]) -> None:
+        """``dst[...] = src`` for each ``(dst, src)`` pair (same shapes), the first axis
+        shared out among the caller and the helper threads idle at this moment."""
+        taken = 0
+        if self.helpers and sum(dst.nbytes for dst, _ in pairs) >= _SPLIT_COPY_BYTES:
+            if self._pid != os.getpid():
+                self._start()
+            idle, pool = self._idle, self._pool
+            most = min(self.helpers, min(dst.shape[0] for dst, _ in pairs) - 1)
+            while taken < most and idle.acquire(False):
+                taken += 1
+        parts = taken + 1
+        futures = []
+        for part in range(1, parts):
+            try:
+                futures.append(pool.submit(self._helper, idle, pairs, part, parts))
+            except RuntimeError:  # the pool is shut down (interpreter exit): copy here
+                idle.release()
+                self._copy_part(pairs, part, parts)
+        self._copy_part(pairs, 0, parts)
+        for future in futures:
+            future.result()
+
+
+_COPY = _CopyHelpers(min(4, _available_cpus()) - 1)
+
+
+def _map_arrays(path: str, layouts: Sequence[tuple[int, tuple[int, ...], np.dtype]]
+                ) -> tuple[np.ndarray, ...]:
+    """Read-only arrays over the contiguous datasets at ``layouts`` of the file ``path``
+    (one mapping of the file; it is unmapped when the last array over it is dropped).
+
+    Nothing is read here: a patch copied out of an array faults in only the pages it
+    touches (the kernel maps the neighbouring pages of the page cache with each fault).
+    """
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    arrays = []
+    for offset, shape, dtype in layouts:
+        count = int(np.prod(shape, dtype=np.int64))
+        arrays.append(np.frombuffer(mapped, dtype, count=count, offset=offset).reshape(shape))
+    return tuple(arrays)
 
 
 class CaseReader:
@@ -316,6 +397,7 @@ class CaseReader:
         self._all_files: list[_LRU] = []
         self._files_lock = threading.Lock()
         self._tables = _LRU(_CACHED_TABLES)
+        self._mapped = _LRU(_MAPPED_CASES)
         for index, path in enumerate(self.paths):
             try:
                 with h5py.File(path, "r") as h5:
@@ -424,8 +506,9 @@ class CaseReader:
         raw = self._raw[index]
         try:
             if raw is not None:
-                _read_raw(self.paths[index], raw[0], src, image[dst])
-                _read_raw(self.paths[index], raw[1], src, label[dst])
+                mapped_image, mapped_label = self._mapped.get(
+                    index, lambda: _map_arrays(self.paths[index], raw))
+                _COPY.copy((image[dst], mapped_image[src]), (label[dst], mapped_label[src]))
             else:
                 h5 = self._file(index)
                 image[dst] = h5["image"][src]
@@ -467,10 +550,11 @@ class CaseReader:
                 labels.reshape(len(indices), *spatial))
 
     def close(self) -> None:
-        """Close every open file and forget the cached tables."""
+        """Close every open file, drop the mappings and forget the cached tables."""
         with self._files_lock:
             for files in self._all_files:
                 files.clear()
+        self._mapped.clear()
         self._tables.clear()
 
 

@@ -30,7 +30,7 @@ stored arrays); ``spacing``; ``source_affine`` and ``source_shape`` (the files' 
 Storage serves patch reads (measured by ``benchmarks/bench_cache_layout.py`` on
 BraTS-sized cases, 4x128x128x128 patches, same run, interleaved): 3-D and sagittal (slice
 axis 0) cases store ``image`` and ``label`` **contiguous and uncompressed**, so that a patch
-is read by mapping only the slab of x-planes it lies in (:mod:`.data`): 127 patches/s on
+is one copy out of a mapping of the file (:mod:`.data`): 127 patches/s on
 one thread, against 50 for uncompressed 32^3 chunks read through h5py, 38 for Blosc/LZ4
 32^3 chunks (``hdf5plugin``) and 4 for the former lzf 64^3 chunks, for 47 MB per case
 against 65, 20 and 17.5 MB (z-scored MRI compresses: its values are an affine map of
