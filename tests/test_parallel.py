@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 
 from medimg._parallel import DASK_SCHEDULER_ENV, map_items, resolve_backend
@@ -84,3 +85,62 @@ def test_unreachable_scheduler_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(medimg._parallel, "DASK_CONNECT_TIMEOUT_S", 2.0)
     with pytest.raises(ConfigError, match="cannot reach the dask scheduler"):
         map_items(math.sqrt, [1, 4], progress=False, backend="tcp://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("helpers", [0, 1, 3])
+def test_shared_copies_equal_a_plain_copy(helpers):
+    """A large copy shared among the caller and helper threads writes what one
+    ``np.copyto`` writes: first axes that do not divide among the threads, one shorter
+    than the threads, strided sources, several pairs at once, small copies (not shared)."""
+    from medimg import _parallel
+
+    copies = _parallel.CopyHelpers(helpers)
+    rng = np.random.default_rng(helpers)
+    volume = rng.standard_normal((37, 41, 90, 4)).astype(np.float32)
+    codes = rng.integers(0, 4, volume.shape[:3]).astype(np.uint8)
+    for box in ((slice(3, 34), slice(5, 37), slice(7, 88)),  # 31 x-planes: 9.9 MB
+                (slice(0, 2), slice(0, 41), slice(0, 90)),  # 2 x-planes < helpers + 1
+                (slice(10, 11), slice(2, 40), slice(1, 60)),  # one plane
+                (slice(4, 9), slice(4, 9), slice(4, 9))):  # 2 KB: copied by the caller
+        shape = tuple(s.stop - s.start for s in box)
+        image = np.full((*shape, 4), np.nan, np.float32)
+        label = np.full(shape, 255, np.uint8)
+        copies.copy((image, volume[box]), (label, codes[box]))
+        np.testing.assert_array_equal(image, volume[box])
+        np.testing.assert_array_equal(label, codes[box])
+    if helpers:  # every helper given back: all can be taken again
+        assert all(copies._idle.acquire(False) for _ in range(helpers))
+        assert not copies._idle.acquire(False)
+
+
+def _copy_in_child(queue):
+    from medimg._parallel import shared_copy
+
+    source = np.arange(64 * 64 * 96 * 4, dtype=np.float32).reshape(64, 64, 96, 4)
+    out = np.empty((48, 48, 96, 4), np.float32)
+    shared_copy((out, source[8:56, 8:56]))
+    queue.put(bool(np.array_equal(out, source[8:56, 8:56])))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_shared_copies_work_in_a_forked_child():
+    """A child forked after the parent's helper threads started (a multiprocessing or
+    Dask worker) starts its own instead of waiting on threads it does not have."""
+    import multiprocessing
+
+    from medimg import _parallel
+
+    if not _parallel.COPY.helpers:
+        pytest.skip("one CPU: no helper threads to inherit")
+    source = np.zeros((64, 64, 96, 4), np.float32)
+    _parallel.shared_copy((np.empty_like(source), source))  # the parent's pool started
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_copy_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child hung in a shared copy"
+    assert queue.get(timeout=5) is True

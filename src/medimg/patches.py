@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._parallel import shared_copy
 from .errors import InvalidImageError, PatchError
 
 __all__ = [
@@ -463,9 +464,13 @@ class PatchSampler:
         """
         starts = self.starts(n, rng=rng)
         patch = self.patch_shape
+        extra = self.image.shape[len(patch):]
         for start in starts:
             window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-            yield np.ascontiguousarray(self.image[window]), np.ascontiguousarray(self.label[window])
+            image = np.empty((*patch, *extra), self.image.dtype)
+            label = np.empty(patch, self.label.dtype)
+            shared_copy((image, self.image[window]), (label, self.label[window]))
+            yield image, label
 
     def sample(self, n: int, *, rng: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n`` patches at distinct allowed positions, stacked.
@@ -486,8 +491,7 @@ class PatchSampler:
         labels = np.empty((len(starts), *patch), self.label.dtype)
         for slot, start in enumerate(starts):
             window = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-            images[slot] = self.image[window]
-            labels[slot] = self.label[window]
+            shared_copy((images[slot], self.image[window]), (labels[slot], self.label[window]))
         return images, labels
 
 
