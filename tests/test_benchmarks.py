@@ -37,3 +37,18 @@ def test_benchmark_runs_quick_and_reports(script):
     assert rows, done.stdout[-1500:]
     for row in rows:
         assert row["textbook_items_per_s"] > 0 and row["medimg_items_per_s"] > 0, row
+
+
+@pytest.mark.slow
+def test_n4_fit_settings_are_compared():
+    """``bench_n4.py --fits``: one line per setting with its time and both qualities."""
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "bench_n4.py", "--quick", "--fits", "4:20,10",
+                           "6:20"], cwd=BENCHMARKS, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("shrink ")]
+    assert [line.split(",")[0] for line in lines] == ["shrink 4", "shrink 6"]
+    for line in lines:
+        corr = float(line.split("field corr ")[1].split(",")[0])
+        assert -1 <= corr <= 1 and "WM CV 0." in line
