@@ -52,3 +52,18 @@ def test_n4_fit_settings_are_compared():
     for line in lines:
         corr = float(line.split("field corr ")[1].split(",")[0])
         assert -1 <= corr <= 1 and "WM CV 0." in line
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_quick_and_prints_its_table():
+    """``gpu_check.py --quick`` (what a GPU machine runs at full size) still runs here and
+    prints every row of its table, so it has not rotted when a GPU is finally at hand."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "gpu_check.py", "--quick"], cwd=BENCHMARKS,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, (done.stdout[-1500:], done.stderr[-3000:])
+    for row in ("3-D U-Net training, float32", "3-D U-Net training, mixed_float16",
+                "sliding-window prediction", "CLAHE, OpenCV (CPU)"):
+        line = next((x for x in done.stdout.splitlines() if x.startswith(row)), None)
+        assert line is not None, (row, done.stdout[-2000:])
+        assert any(ch.isdigit() for ch in line[len(row):]), line
